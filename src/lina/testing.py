@@ -1,0 +1,220 @@
+"""Tiny, randomly initialised diffusers pipelines built entirely offline.
+
+They are the same classes as the real checkpoints (``StableDiffusion3Pipeline``, ``FluxPipeline``,
+``WanPipeline``) with toy sizes, and tokenizers built from in-memory vocabularies, so tests and the
+no-download demo go through exactly the code path a user's SD3.5 / FLUX / Wan checkpoint does.
+Save one with ``save_pretrained`` and load it back with ``from_pretrained`` like any checkpoint.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Iterable
+
+import torch
+
+# Words every tiny tokenizer knows as single tokens; anything else falls back to characters
+# (CLIP) or <unk> pieces (T5), like a real tokenizer meeting a rare word.
+BASE_WORDS: tuple[str, ...] = tuple(
+    """a an the and of on in under above below behind next to left right front top close near
+    far inside outside beside between middle over into onto from with without not no more than less
+    eats casts reflects pours supports holds chases floats sits stands rests hangs lies fills
+    red green blue yellow black white orange purple pink brown gray grey wooden glass metal small big
+    large tiny tall two three many ball cube cone mirror light lamp shadow reflection snake bird cat
+    dog person water sand jar dirt table box cup circle square triangle glass bottle tree car man
+    woman child horse fish apple""".split()
+)
+
+
+def _clip_vocab(words: Iterable[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Byte-level BPE vocabulary and merges in which each word is one token."""
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    vocab: dict[str, int] = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for ch in sorted(ByteLevel.alphabet()):
+        for tok in (ch, ch + "</w>"):
+            vocab.setdefault(tok, len(vocab))
+    merges: list[tuple[str, str]] = []
+    for word in dict.fromkeys(w.lower() for w in words):
+        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        current = pieces[0]
+        for nxt in pieces[1:]:
+            merge = (current, nxt)
+            current = current + nxt
+            if current not in vocab:
+                vocab[current] = len(vocab)
+                merges.append(merge)
+    return vocab, merges
+
+
+def tiny_clip_tokenizer(words: Iterable[str] = BASE_WORDS, max_length: int = 77):
+    from transformers import CLIPTokenizer
+
+    vocab, merges = _clip_vocab(words)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
+
+
+def tiny_t5_tokenizer(words: Iterable[str] = BASE_WORDS, max_length: int = 512):
+    from transformers import T5Tokenizer
+
+    pieces: list[tuple[str, float]] = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    seen = {p for p, _ in pieces}
+    for word in dict.fromkeys(w.lower() for w in words):
+        if "▁" + word not in seen:
+            pieces.append(("▁" + word, -1.0))
+            seen.add("▁" + word)
+    for ch in string.ascii_letters + string.digits + string.punctuation:
+        if ch not in seen:
+            pieces.append((ch, -5.0))
+            seen.add(ch)
+    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=max_length)
+
+
+def tiny_umt5_tokenizer(words: Iterable[str] = BASE_WORDS, max_length: int = 512):
+    """Wan uses umT5 (a T5 tokenizer with another vocabulary); the tiny one is a T5 unigram."""
+    return tiny_t5_tokenizer(words, max_length)
+
+
+def _clip_text_encoder(vocab_size: int, hidden: int, max_positions: int, seed: int, projection: int):
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    config = CLIPTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=max_positions,
+        projection_dim=projection,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    )
+    return CLIPTextModelWithProjection(config).eval()
+
+
+def _t5_encoder(vocab_size: int, d_model: int, seed: int, umt5: bool = False):
+    from transformers import T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
+
+    torch.manual_seed(seed)
+    cfg_cls, model_cls = (UMT5Config, UMT5EncoderModel) if umt5 else (T5Config, T5EncoderModel)
+    config = cfg_cls(
+        vocab_size=vocab_size,
+        d_model=d_model,
+        d_kv=8,
+        d_ff=d_model * 2,
+        num_layers=2,
+        num_heads=2,
+        relative_attention_num_buckets=8,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    )
+    return model_cls(config).eval()
+
+
+def _tiny_vae(latent_channels: int, seed: int, shift_factor: float | None = None):
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        latent_channels=latent_channels,
+        norm_num_groups=4,
+        sample_size=32,
+        shift_factor=shift_factor,
+        scaling_factor=1.0,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    ).eval()
+
+
+def tiny_sd3_pipeline(seed: int = 0, words: Iterable[str] = BASE_WORDS, clip_length: int = 77, shift: float = 3.0):
+    """A ``StableDiffusion3Pipeline`` with CLIP-L, CLIP-G and T5 encoders of toy size (random weights)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+
+    words = tuple(words)
+    tok_l = tiny_clip_tokenizer(words, clip_length)
+    tok_g = tiny_clip_tokenizer(words, clip_length)
+    tok_t5 = tiny_t5_tokenizer(words)
+    enc_l = _clip_text_encoder(len(tok_l), 16, clip_length, seed + 1, projection=16)
+    enc_g = _clip_text_encoder(len(tok_g), 16, clip_length, seed + 2, projection=16)
+    enc_t5 = _t5_encoder(len(tok_t5), 32, seed + 3)
+    torch.manual_seed(seed)
+    transformer = SD3Transformer2DModel(
+        sample_size=16,
+        patch_size=2,
+        in_channels=4,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        caption_projection_dim=16,
+        pooled_projection_dim=32,
+        out_channels=4,
+        pos_embed_max_size=32,
+    ).eval()
+    vae = _tiny_vae(4, seed + 4, shift_factor=0.0)
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=shift)
+    return StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=enc_l,
+        tokenizer=tok_l,
+        text_encoder_2=enc_g,
+        tokenizer_2=tok_g,
+        text_encoder_3=enc_t5,
+        tokenizer_3=tok_t5,
+    )
+
+
+def tiny_flux_pipeline(seed: int = 0, words: Iterable[str] = BASE_WORDS, guidance_embeds: bool = True):
+    """A ``FluxPipeline`` (CLIP pooled + T5 sequence, dynamic shifting, distilled guidance) of toy size."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+    words = tuple(words)
+    tok_clip = tiny_clip_tokenizer(words, 77)
+    tok_t5 = tiny_t5_tokenizer(words)
+    enc_clip = _clip_text_encoder(len(tok_clip), 16, 77, seed + 1, projection=16)
+    from transformers import CLIPTextModel
+
+    enc_clip = CLIPTextModel(enc_clip.config).eval()
+    enc_t5 = _t5_encoder(len(tok_t5), 32, seed + 3)
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=16,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=16,
+        guidance_embeds=guidance_embeds,
+        axes_dims_rope=(2, 2, 4),
+    ).eval()
+    vae = _tiny_vae(4, seed + 4, shift_factor=0.0)
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        shift=3.0,
+        use_dynamic_shifting=True,
+        base_shift=0.5,
+        max_shift=1.15,
+        base_image_seq_len=256,
+        max_image_seq_len=4096,
+    )
+    return FluxPipeline(
+        transformer=transformer,
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=enc_clip,
+        tokenizer=tok_clip,
+        text_encoder_2=enc_t5,
+        tokenizer_2=tok_t5,
+    )
