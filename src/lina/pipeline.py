@@ -1,0 +1,255 @@
+"""`LinaPipeline`: a loaded diffusers pipeline, sampled with LINA's interventions.
+
+It shares every module with the wrapped pipeline (no copy) and runs one sampling loop for all
+families: the prompt is parsed into a CSG; the relation tokens' embedding rows are scaled (token
+intervention); during the first ``contrast_window`` of the steps the denoiser also sees the
+CSG-derived negative prompt in the same batched call and the prediction is pushed away from it
+(contrastive guidance); and the scheduler is built with an amplified time shift (causality-aware
+schedule). With neutral strengths the loop reproduces the plain pipeline's output.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from lina.adapters import Conditioning, FamilyAdapter, GuidancePlan, adapter_for
+from lina.interventions import ContrastiveGuidance, Interventions, classifier_free, scale_token_rows
+from lina.interventions.strengths import NEUTRAL
+from lina.prompts.csg import CSG
+from lina.prompts.tokens import token_masks
+
+logger = logging.getLogger("lina")
+
+
+@dataclass
+class LinaPipelineOutput:
+    """Images (PIL, numpy or latents, as ``output_type`` asks), with what LINA did for each prompt."""
+
+    images: Any
+    csgs: list[CSG | None] = field(default_factory=list)
+    interventions: list[Interventions] = field(default_factory=list)
+
+
+class LinaPipeline:
+    """Wraps a diffusers pipeline of a supported family; call it like the pipeline itself."""
+
+    def __init__(self, pipe, adapter: FamilyAdapter | None = None, aim=None) -> None:
+        self.pipe = pipe
+        self.adapter = adapter or adapter_for(pipe)
+        self.aim = aim
+
+    @classmethod
+    def from_pipe(cls, pipe, aim=None) -> LinaPipeline:
+        """Wrap ``pipe``; its modules are shared, not copied. ``aim`` predicts strengths per prompt."""
+        return cls(pipe, aim=aim)
+
+    @property
+    def family(self) -> str:
+        return self.adapter.family
+
+    def parse(self, prompt: str) -> CSG:
+        from lina.prompts import parse_prompt
+
+        return parse_prompt(prompt)
+
+    # ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        interventions: Interventions | Sequence[Interventions] | dict | None = None,
+        *,
+        negative_prompt: str | list[str] | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        true_cfg_scale: float = 1.0,
+        num_images_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        max_sequence_length: int | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ):
+        """Generate with LINA. ``interventions``: one setting for every prompt, one per prompt, or
+        None (the AIM's prediction when the pipeline has one, else neutral strengths)."""
+        prompts = _as_prompt_list(prompt)
+        settings = self._resolve_interventions(prompts, interventions)
+        adapter = self.adapter
+        num_steps = num_inference_steps or adapter.default_steps
+        if num_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {num_steps}")
+        if num_images_per_prompt < 1:
+            raise ValueError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt}")
+        guidance = adapter.default_guidance if guidance_scale is None else guidance_scale
+        max_len = max_sequence_length or adapter.default_max_sequence_length
+        default_h, default_w = adapter.default_size()
+        height, width = height or default_h, width or default_w
+        adapter.check_inputs(height, width, max_len)
+
+        csgs: list[CSG | None] = []
+        for i, (text, setting) in enumerate(zip(prompts, settings)):
+            if setting.is_neutral:
+                csgs.append(None)
+                continue
+            csg = self.parse(text)
+            csgs.append(csg)
+            if not csg.has_relations and (setting.uses_tokens or setting.uses_contrast):
+                logger.warning("LINA: no relation found in %r; generating it with the plain pipeline.", text)
+                settings[i] = NEUTRAL
+
+        plan = adapter.guidance_plan(guidance, true_cfg_scale, negative_prompt)
+        common = dict(
+            height=height,
+            width=width,
+            num_steps=num_steps,
+            plan=plan,
+            num_images=num_images_per_prompt,
+            max_len=max_len,
+            output_type=output_type,
+        )
+        if all(s == settings[0] for s in settings):
+            images = self._sample(prompts, csgs, settings[0], generator=generator, latents=latents, **common)
+        else:  # different schedules cannot share a scheduler: one prompt at a time
+            if latents is not None:
+                raise ValueError("explicit `latents` need the same interventions for every prompt")
+            parts = [
+                self._sample([p], [c], s, generator=generator, latents=None, **common)
+                for p, c, s in zip(prompts, csgs, settings)
+            ]
+            images = _concat_images(parts)
+        self.pipe.maybe_free_model_hooks()
+        if not return_dict:
+            return (images,)
+        return LinaPipelineOutput(images=images, csgs=csgs, interventions=settings)
+
+    # ------------------------------------------------------------------------------------------
+    def _resolve_interventions(self, prompts: list[str], interventions) -> list[Interventions]:
+        if interventions is None:
+            if self.aim is not None:
+                return list(self.aim.predict(prompts))
+            return [NEUTRAL] * len(prompts)
+        if isinstance(interventions, dict):
+            interventions = Interventions.from_dict(interventions)
+        if isinstance(interventions, Interventions):
+            return [interventions] * len(prompts)
+        settings = list(interventions)
+        if len(settings) != len(prompts):
+            raise ValueError(f"got {len(settings)} interventions for {len(prompts)} prompts; give one per prompt")
+        if not all(isinstance(s, Interventions) for s in settings):
+            raise TypeError("interventions must be Interventions objects")
+        return settings
+
+    def _negative_prompts(self, csgs: list[CSG | None], setting: Interventions) -> list[str]:
+        negatives = []
+        for csg in csgs:
+            assert csg is not None
+            text = csg.neutral_prompt
+            if setting.contrast_prompt == "counterfactual":
+                if csg.counterfactual_prompt:
+                    text = csg.counterfactual_prompt
+                else:
+                    logger.warning("LINA: no counterfactual for %r; contrasting with the neutral prompt.", csg.prompt)
+            negatives.append(text)
+        return negatives
+
+    def _scale_relation_tokens(
+        self, cond: Conditioning, prompts: list[str], csgs: list[CSG | None], scale: float, max_len: int
+    ) -> Conditioning:
+        embeds = cond.embeds
+        spans = [c.relation_spans if c is not None else [] for c in csgs]
+        for slot in self.adapter.encoder_slots(max_len):
+            mask = torch.zeros(embeds.shape[:2], dtype=torch.bool)
+            mask[:, slot.rows] = token_masks(slot.tokenizer, prompts, spans, slot.max_length)
+            embeds = scale_token_rows(embeds, mask, scale, slot.channels)
+        return Conditioning(embeds, cond.pooled, cond.extras)
+
+    def _sample(
+        self,
+        prompts: list[str],
+        csgs: list[CSG | None],
+        setting: Interventions,
+        *,
+        height: int,
+        width: int,
+        num_steps: int,
+        plan: GuidancePlan,
+        num_images: int,
+        max_len: int,
+        output_type: str,
+        generator,
+        latents,
+    ):
+        adapter = self.adapter
+        batch = len(prompts)
+        cond = adapter.encode(prompts, max_len)
+        if setting.uses_tokens:
+            cond = self._scale_relation_tokens(cond, prompts, csgs, setting.token_scale, max_len)
+        branches = [cond.repeat_interleave(num_images)]
+        if plan.uncond_prompt is not None:
+            uncond_texts = _broadcast(plan.uncond_prompt, batch, "negative_prompt")
+            branches.insert(0, adapter.encode(uncond_texts, max_len).repeat_interleave(num_images))
+        plain = Conditioning.cat(branches)
+        contrast = ContrastiveGuidance(setting.contrast, setting.contrast_window)
+        with_negative = plain
+        if setting.uses_contrast:
+            negative = adapter.encode(self._negative_prompts(csgs, setting), max_len)
+            with_negative = Conditioning.cat([plain, negative.repeat_interleave(num_images)])
+        has_uncond = plan.uncond_prompt is not None
+
+        init = adapter.prepare_latents(batch * num_images, height, width, cond.embeds.dtype, generator, latents)
+        x = init.tensor
+        scheduler, timesteps = adapter.timesteps(num_steps, init, setting)
+        n = len(timesteps)
+        with self.pipe.progress_bar(total=n) as progress:
+            for i, t in enumerate(timesteps):
+                use_negative = setting.uses_contrast and contrast.active(i, n)
+                branch_cond = with_negative if use_negative else plain
+                k = len(branch_cond) // x.shape[0]
+                v = adapter.predict(torch.cat([x] * k) if k > 1 else x, t, branch_cond, init.extras, plan)
+                parts = list(v.chunk(k))
+                v_uncond = parts.pop(0) if has_uncond else None
+                v_cond = parts.pop(0)
+                v = classifier_free(v_uncond, v_cond, plan.cfg_scale)
+                if use_negative:
+                    v = contrast(v, v_cond, parts.pop(0))
+                x = scheduler.step(v, t, x, return_dict=False)[0]
+                progress.update()
+        return adapter.decode(x, height, width, output_type)
+
+
+def _as_prompt_list(prompt: str | list[str]) -> list[str]:
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    if not prompts:
+        raise ValueError("prompt is empty: give a non-empty string or list of strings")
+    for p in prompts:
+        if not isinstance(p, str):
+            raise TypeError(f"prompts must be strings, got {type(p).__name__}")
+        if not p.strip():
+            raise ValueError("prompt is empty or whitespace: describe the scene to generate")
+    return prompts
+
+
+def _broadcast(value: str | list[str], batch: int, name: str) -> list[str]:
+    if isinstance(value, str):
+        return [value] * batch
+    if len(value) != batch:
+        raise ValueError(f"{name} has {len(value)} entries for {batch} prompts")
+    return list(value)
+
+
+def _concat_images(parts: list[Any]) -> Any:
+    first = parts[0]
+    if isinstance(first, list):
+        return [img for part in parts for img in part]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(parts)
+    import numpy as np
+
+    return np.concatenate(parts)
