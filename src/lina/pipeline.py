@@ -28,11 +28,16 @@ logger = logging.getLogger("lina")
 
 @dataclass
 class LinaPipelineOutput:
-    """Images (PIL, numpy or latents, as ``output_type`` asks), with what LINA did for each prompt."""
+    """Images or videos (PIL, numpy or latents, as ``output_type`` asks), with what LINA did per prompt."""
 
     images: Any
     csgs: list[CSG | None] = field(default_factory=list)
     interventions: list[Interventions] = field(default_factory=list)
+
+    @property
+    def frames(self) -> Any:
+        """The same outputs under the name video pipelines use."""
+        return self.images
 
 
 class LinaPipeline:
@@ -70,6 +75,7 @@ class LinaPipeline:
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
         true_cfg_scale: float = 1.0,
+        num_frames: int | None = None,
         num_images_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
@@ -111,6 +117,7 @@ class LinaPipeline:
             num_steps=num_steps,
             plan=plan,
             num_images=num_images_per_prompt,
+            num_frames=num_frames,
             max_len=max_len,
             output_type=output_type,
         )
@@ -181,6 +188,7 @@ class LinaPipeline:
         num_steps: int,
         plan: GuidancePlan,
         num_images: int,
+        num_frames: int | None,
         max_len: int,
         output_type: str,
         generator,
@@ -203,7 +211,9 @@ class LinaPipeline:
             with_negative = Conditioning.cat([plain, negative.repeat_interleave(num_images)])
         has_uncond = plan.uncond_prompt is not None
 
-        init = adapter.prepare_latents(batch * num_images, height, width, cond.embeds.dtype, generator, latents)
+        init = adapter.prepare_latents(
+            batch * num_images, height, width, cond.embeds.dtype, generator, latents, num_frames=num_frames
+        )
         x = init.tensor
         scheduler, timesteps = adapter.timesteps(num_steps, init, setting)
         n = len(timesteps)
@@ -216,7 +226,7 @@ class LinaPipeline:
                 parts = list(v.chunk(k))
                 v_uncond = parts.pop(0) if has_uncond else None
                 v_cond = parts.pop(0)
-                v = classifier_free(v_uncond, v_cond, plan.cfg_scale)
+                v = classifier_free(v_uncond, v_cond, adapter.cfg_scale_at(t, plan))
                 if use_negative:
                     v = contrast(v, v_cond, parts.pop(0))
                 x = scheduler.step(v, t, x, return_dict=False)[0]

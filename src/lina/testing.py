@@ -135,7 +135,15 @@ def _tiny_vae(latent_channels: int, seed: int, shift_factor: float | None = None
     ).eval()
 
 
-def tiny_sd3_pipeline(seed: int = 0, words: Iterable[str] = BASE_WORDS, clip_length: int = 77, shift: float = 3.0):
+def tiny_sd3_pipeline(
+    seed: int = 0,
+    words: Iterable[str] = BASE_WORDS,
+    clip_length: int = 77,
+    shift: float = 3.0,
+    num_layers: int = 2,
+    heads: int = 2,
+    head_dim: int = 8,
+):
     """A ``StableDiffusion3Pipeline`` with CLIP-L, CLIP-G and T5 encoders of toy size (random weights)."""
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
 
@@ -151,11 +159,11 @@ def tiny_sd3_pipeline(seed: int = 0, words: Iterable[str] = BASE_WORDS, clip_len
         sample_size=16,
         patch_size=2,
         in_channels=4,
-        num_layers=2,
-        attention_head_dim=8,
-        num_attention_heads=2,
+        num_layers=num_layers,
+        attention_head_dim=head_dim,
+        num_attention_heads=heads,
         joint_attention_dim=32,
-        caption_projection_dim=16,
+        caption_projection_dim=heads * head_dim,
         pooled_projection_dim=32,
         out_channels=4,
         pos_embed_max_size=32,

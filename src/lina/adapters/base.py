@@ -113,7 +113,10 @@ class FamilyAdapter(ABC):
     def default_size(self) -> tuple[int, int]: ...
 
     @abstractmethod
-    def prepare_latents(self, batch: int, height: int, width: int, dtype, generator, latents) -> Latents: ...
+    def prepare_latents(
+        self, batch: int, height: int, width: int, dtype, generator, latents, num_frames: int | None = None
+    ) -> Latents:
+        """Initial noise; ``num_frames`` is for video families (image families reject it)."""
 
     def base_sigmas(self, num_steps: int, scheduler) -> np.ndarray | None:
         """The unshifted sigma grid the pipeline passes to the scheduler (None: the scheduler's default)."""
@@ -151,6 +154,10 @@ class FamilyAdapter(ABC):
         return scheduler, scheduler.timesteps
 
     # -- denoiser and decoder -----------------------------------------------------------------
+    def cfg_scale_at(self, t: torch.Tensor, plan: GuidancePlan) -> float:
+        """Classifier-free guidance scale at timestep ``t`` (constant unless the family switches experts)."""
+        return plan.cfg_scale
+
     @abstractmethod
     def predict(
         self, latents: torch.Tensor, t: torch.Tensor, cond: Conditioning, extras: dict, plan: GuidancePlan

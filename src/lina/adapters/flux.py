@@ -43,7 +43,9 @@ class FluxAdapter(FamilyAdapter):
         size = self.pipe.default_sample_size * self.pipe.vae_scale_factor
         return size, size
 
-    def prepare_latents(self, batch: int, height: int, width: int, dtype, generator, latents) -> Latents:
+    def prepare_latents(self, batch, height, width, dtype, generator, latents, num_frames=None) -> Latents:
+        if num_frames is not None:
+            raise ValueError(f"{type(self.pipe).__name__} makes images; num_frames is for video pipelines")
         channels = self.pipe.transformer.config.in_channels // 4
         tensor, image_ids = self.pipe.prepare_latents(
             batch, channels, height, width, dtype, self.device, generator, latents

@@ -1,0 +1,92 @@
+"""The `lina` command line: thin wrappers over the library."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(help="LINA: steer diffusion models toward the relations and physics a prompt asks for.",
+                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+
+TINY = "tiny-random-sd3"
+
+
+def _load(model: str, dtype: str, device: Optional[str]):
+    if model == TINY:
+        typer.echo("note: tiny-random-sd3 is a toy SD3 pipeline with RANDOM weights, built in code (no download); "
+                   "its images are noise-like. Pass --model PATH_OR_ID for a real checkpoint.", err=True)
+        from lina.testing import tiny_sd3_pipeline
+
+        return tiny_sd3_pipeline()
+    from lina.loading import load_pipeline
+
+    return load_pipeline(model, dtype=dtype, device=device)
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="What to generate, e.g. 'a red ball on a small mirror'.")],
+    model: Annotated[str, typer.Option(help=f"Hub id or local path of a diffusers SD3/SD3.5/FLUX pipeline, or '{TINY}'.")] = TINY,
+    out: Annotated[Path, typer.Option(help="Output PNG.")] = Path("lina.png"),
+    token_scale: Annotated[float, typer.Option(help="Scale of the relation tokens' embeddings (1 = off).")] = 1.8,
+    contrast: Annotated[float, typer.Option(help="Contrastive guidance strength beta (0 = off).")] = 3.0,
+    contrast_window: Annotated[float, typer.Option(help="Fraction of the steps, from the start, with contrast.")] = 0.25,
+    contrast_prompt: Annotated[str, typer.Option(help="Negative of the contrast: neutral or counterfactual.")] = "neutral",
+    shift_gain: Annotated[float, typer.Option(help="Factor on the flow-matching time shift (1 = off).")] = 2.0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    steps: Annotated[Optional[int], typer.Option(help="Denoising steps (default: the family's).")] = None,
+    guidance: Annotated[Optional[float], typer.Option(help="Guidance scale (default: the family's).")] = None,
+    height: Annotated[Optional[int], typer.Option(help="Image height in pixels.")] = None,
+    width: Annotated[Optional[int], typer.Option(help="Image width in pixels.")] = None,
+    compare: Annotated[bool, typer.Option(help="Write baseline and LINA side by side.")] = False,
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
+    device: Annotated[Optional[str], typer.Option(help="cuda, mps or cpu (default: the best available).")] = None,
+) -> None:
+    """Generate one image with LINA's interventions."""
+    import torch
+
+    from lina import Interventions
+    from lina.pipeline import LinaPipeline
+
+    interventions = Interventions(token_scale=token_scale, contrast=contrast, contrast_window=contrast_window,
+                                  shift_gain=shift_gain, contrast_prompt=contrast_prompt)
+    lina = LinaPipeline.from_pipe(_load(model, dtype, device))
+    kwargs = dict(num_inference_steps=steps, guidance_scale=guidance, height=height, width=width)
+
+    def run(setting):
+        return lina(prompt, setting, generator=torch.Generator().manual_seed(seed), **kwargs)
+
+    result = run(interventions)
+    image = result.images[0]
+    if compare:
+        from lina.images import side_by_side
+
+        image = side_by_side([run(None).images[0], image], ["baseline", "LINA"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    image.save(out)
+    csg = result.csgs[0]
+    if csg is not None:
+        typer.echo(str(csg))
+    typer.echo(f"wrote {out}")
+
+
+@app.command()
+def parse(prompt: Annotated[str, typer.Argument(help="Prompt to parse.")],
+          json: Annotated[bool, typer.Option("--json", help="Print JSON instead of the readable form.")] = False) -> None:
+    """Print the Causal Scene Graph of a prompt."""
+    from lina.prompts import parse_prompt
+
+    csg = parse_prompt(prompt)
+    typer.echo(csg.to_json(indent=2) if json else str(csg))
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    main()

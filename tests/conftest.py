@@ -1,0 +1,49 @@
+import logging
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def sd3_path(tmp_path_factory):
+    """A tiny SD3 pipeline saved to disk, to be loaded exactly as a user loads SD3.5."""
+    from lina.testing import tiny_sd3_pipeline
+
+    path = tmp_path_factory.mktemp("tiny-sd3")
+    tiny_sd3_pipeline().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def flux_path(tmp_path_factory):
+    from lina.testing import tiny_flux_pipeline
+
+    path = tmp_path_factory.mktemp("tiny-flux")
+    tiny_flux_pipeline().save_pretrained(path)
+    return path
+
+
+def _load(path, cls_name):
+    import diffusers
+
+    pipe = getattr(diffusers, cls_name).from_pretrained(path)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="session")
+def sd3_pipe(sd3_path):
+    return _load(sd3_path, "StableDiffusion3Pipeline")
+
+
+@pytest.fixture(scope="session")
+def flux_pipe(flux_path):
+    return _load(flux_path, "FluxPipeline")
+
+
+@pytest.fixture(autouse=True)
+def _lina_logs_propagate():
+    logging.getLogger("lina").propagate = True
+    yield

@@ -1,0 +1,156 @@
+"""LinaPipeline on tiny SD3 and FLUX pipelines loaded from disk like real checkpoints."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from lina import Interventions
+from lina.pipeline import LinaPipeline
+
+PROMPT = "a red ball on top of a mirror"
+SIZE = dict(height=32, width=32, num_inference_steps=6, output_type="np")
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def _plain(pipe, prompt=PROMPT, **kw):
+    extra = {"max_sequence_length": 32} if type(pipe).__name__ == "FluxPipeline" else {}
+    return pipe(prompt, generator=_gen(), **SIZE, **extra, **kw).images
+
+
+def _lina(pipe, interventions=None, prompt=PROMPT, **kw):
+    extra = {"max_sequence_length": 32} if type(pipe).__name__ == "FluxPipeline" else {}
+    return LinaPipeline.from_pipe(pipe)(prompt, interventions, generator=_gen(), **SIZE, **extra, **kw).images
+
+
+@pytest.mark.parametrize("name", ["sd3_pipe", "flux_pipe"])
+def test_neutral_strengths_reproduce_the_plain_pipeline(name, request):
+    pipe = request.getfixturevalue(name)
+    assert np.array_equal(_lina(pipe), _plain(pipe))
+    assert np.array_equal(_lina(pipe, Interventions()), _plain(pipe))
+    assert np.array_equal(_lina(pipe, Interventions(contrast=5.0, contrast_window=0.0)), _plain(pipe))
+
+
+def test_flux_true_cfg_matches_plain_pipeline(flux_pipe):
+    kw = dict(true_cfg_scale=2.5, negative_prompt="blurry")
+    assert np.allclose(_lina(flux_pipe, **kw), _plain(flux_pipe, **kw), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["sd3_pipe", "flux_pipe"])
+@pytest.mark.parametrize(
+    "interventions",
+    [Interventions(token_scale=2.0), Interventions(contrast=3.0), Interventions(contrast=3.0, contrast_prompt="counterfactual"),
+     Interventions(shift_gain=2.0), Interventions(step_share=0.5)],
+    ids=["token", "contrast-neutral", "contrast-counterfactual", "shift", "reallocate"],
+)
+def test_each_intervention_changes_the_output(name, interventions, request):
+    pipe = request.getfixturevalue(name)
+    assert not np.allclose(_lina(pipe, interventions), _plain(pipe), atol=1e-6)
+
+
+def _record_batches(pipe):
+    sizes = []
+    handle = pipe.transformer.register_forward_pre_hook(
+        lambda module, args, kwargs: sizes.append(kwargs["hidden_states"].shape[0]), with_kwargs=True
+    )
+    return sizes, handle
+
+
+@pytest.mark.parametrize("name,plain_batch", [("sd3_pipe", 2), ("flux_pipe", 1)])
+def test_contrast_is_one_batched_call_inside_the_window_only(name, plain_batch, request):
+    pipe = request.getfixturevalue(name)
+    sizes, handle = _record_batches(pipe)
+    try:
+        _lina(pipe, Interventions(contrast=3.0, contrast_window=0.34))  # 6 steps -> first 3
+    finally:
+        handle.remove()
+    assert sizes == [plain_batch + 1] * 3 + [plain_batch] * 3
+
+
+def test_token_scale_scales_exactly_the_relation_rows(sd3_pipe):
+    captured = []
+    handle = sd3_pipe.transformer.register_forward_pre_hook(
+        lambda m, a, kw: captured.append(kw["encoder_hidden_states"][1].clone()), with_kwargs=True
+    )
+    try:
+        _lina(sd3_pipe, Interventions(token_scale=2.0))
+        _lina(sd3_pipe, Interventions(shift_gain=1.5))  # same prompt rows, unscaled
+    finally:
+        handle.remove()
+    scaled, plain = captured[0], captured[-1]
+    changed = (~torch.isclose(scaled, plain)).any(dim=-1).nonzero().flatten().tolist()
+    tok_clip, tok_t5 = sd3_pipe.tokenizer, sd3_pipe.tokenizer_3
+    clip_tokens = tok_clip.convert_ids_to_tokens(tok_clip(PROMPT).input_ids)
+    t5_tokens = tok_t5.convert_ids_to_tokens(tok_t5(PROMPT).input_ids)
+    clip_len = sd3_pipe.tokenizer_max_length
+    expected = [i for i, t in enumerate(clip_tokens) if t in ("on</w>", "top</w>", "of</w>")]
+    expected += [clip_len + i for i, t in enumerate(t5_tokens) if t in ("▁on", "▁top", "▁of")]
+    assert changed == expected
+    for row in expected:
+        nonzero = plain[row] != 0
+        assert torch.allclose(scaled[row][nonzero], 2.0 * plain[row][nonzero])
+
+
+def test_prompt_without_relation_falls_back_and_says_so(sd3_pipe, caplog):
+    prompt = "a red ball"
+    with caplog.at_level(logging.WARNING, logger="lina"):
+        out = _lina(sd3_pipe, Interventions(token_scale=2.0, contrast=3.0, shift_gain=2.0), prompt=prompt)
+    assert "no relation" in caplog.text
+    assert np.array_equal(out, _plain(sd3_pipe, prompt=prompt))
+
+
+def test_module_sharing_and_scheduler_untouched(sd3_pipe):
+    lina = LinaPipeline.from_pipe(sd3_pipe)
+    assert lina.pipe is sd3_pipe and lina.family == "sd3"
+    shift = sd3_pipe.scheduler.config.shift
+    _lina(sd3_pipe, Interventions(shift_gain=3.0))
+    assert sd3_pipe.scheduler.config.shift == shift
+
+
+def test_per_prompt_interventions(sd3_pipe):
+    prompts = [PROMPT, "a cat under a table"]
+    settings = [Interventions(token_scale=2.0), Interventions(shift_gain=2.0)]
+    lina = LinaPipeline.from_pipe(sd3_pipe)
+    both = lina(prompts, settings, generator=_gen(), **SIZE)
+    assert both.images.shape[0] == 2 and both.interventions == settings
+    assert [c.prompt for c in both.csgs] == prompts
+    with pytest.raises(ValueError, match="one per prompt"):
+        lina(prompts, settings[:1], **SIZE)
+
+
+def test_num_images_per_prompt_with_contrast(sd3_pipe):
+    out = LinaPipeline.from_pipe(sd3_pipe)(
+        [PROMPT, "a snake eats a bird"], Interventions(contrast=2.0), num_images_per_prompt=2, generator=_gen(), **SIZE
+    )
+    assert out.images.shape == (4, 32, 32, 3)
+
+
+@pytest.mark.parametrize("prompt", ["", "   ", []])
+def test_empty_prompt_is_rejected(sd3_pipe, prompt):
+    with pytest.raises(ValueError, match="empty"):
+        LinaPipeline.from_pipe(sd3_pipe)(prompt, Interventions(contrast=1.0), **SIZE)
+
+
+def test_long_and_non_ascii_prompts(sd3_pipe):
+    long_prompt = "a red ball " + "and a blue cube " * 40 + "on a mirror"  # relation beyond CLIP's 77 tokens
+    emoji = "a café cup 🍵 on a wooden table"
+    out = LinaPipeline.from_pipe(sd3_pipe)([long_prompt, emoji], Interventions(token_scale=2.0, contrast=2.0),
+                                           generator=_gen(), **SIZE)
+    assert np.isfinite(out.images).all()
+
+
+def test_unsupported_pipeline_lists_supported_families():
+    class StableDiffusionXLPipeline:  # any other family
+        pass
+
+    with pytest.raises(TypeError, match="StableDiffusion3Pipeline.*FluxPipeline"):
+        LinaPipeline.from_pipe(StableDiffusionXLPipeline())
+
+
+def test_sd3_rejects_true_cfg(sd3_pipe):
+    with pytest.raises(ValueError, match="true_cfg_scale"):
+        _lina(sd3_pipe, Interventions(contrast=1.0), true_cfg_scale=2.0)
