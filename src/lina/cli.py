@@ -11,19 +11,20 @@ import typer
 app = typer.Typer(help="LINA: steer diffusion models toward the relations and physics a prompt asks for.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
 
-TINY = "tiny-random-sd3"
+from lina.aim.cli import aim_app, search_app
+from lina.sources import TINY
+
+app.add_typer(search_app, name="search")
+app.add_typer(aim_app, name="aim")
 
 
 def _load(model: str, dtype: str, device: Optional[str]):
+    from lina.sources import load_model
+
     if model == TINY:
         typer.echo("note: tiny-random-sd3 is a toy SD3 pipeline with RANDOM weights, built in code (no download); "
                    "its images are noise-like. Pass --model PATH_OR_ID for a real checkpoint.", err=True)
-        from lina.testing import tiny_sd3_pipeline
-
-        return tiny_sd3_pipeline()
-    from lina.loading import load_pipeline
-
-    return load_pipeline(model, dtype=dtype, device=device)
+    return load_model(model, dtype=dtype, device=device)
 
 
 @app.command()

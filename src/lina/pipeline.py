@@ -46,7 +46,7 @@ class LinaPipeline:
     def __init__(self, pipe, adapter: FamilyAdapter | None = None, aim=None) -> None:
         self.pipe = pipe
         self.adapter = adapter or adapter_for(pipe)
-        self.aim = aim
+        self.aim = aim.attach(self.adapter) if aim is not None else None
 
     @classmethod
     def from_pipe(cls, pipe, aim=None) -> LinaPipeline:
@@ -74,6 +74,7 @@ class LinaPipeline:
         width: int | None = None,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
+        guidance_scale_2: float | None = None,
         true_cfg_scale: float = 1.0,
         num_frames: int | None = None,
         num_images_per_prompt: int = 1,
@@ -84,10 +85,11 @@ class LinaPipeline:
         return_dict: bool = True,
     ):
         """Generate with LINA. ``interventions``: one setting for every prompt, one per prompt, or
-        None (the AIM's prediction when the pipeline has one, else neutral strengths)."""
-        prompts = _as_prompt_list(prompt)
-        settings = self._resolve_interventions(prompts, interventions)
+        None (the AIM's prediction when the pipeline has one, else neutral strengths).
+        ``guidance_scale_2``: the low-noise expert's CFG scale on two-expert models (Wan2.2-A14B)."""
         adapter = self.adapter
+        prompts = [adapter.clean_prompt(p) for p in _as_prompt_list(prompt)]
+        settings = self._resolve_interventions(prompts, interventions)
         num_steps = num_inference_steps or adapter.default_steps
         if num_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {num_steps}")
@@ -111,6 +113,8 @@ class LinaPipeline:
                 settings[i] = NEUTRAL
 
         plan = adapter.guidance_plan(guidance, true_cfg_scale, negative_prompt)
+        if guidance_scale_2 is not None:
+            plan = adapter.with_guidance_scale_2(plan, guidance_scale_2)
         common = dict(
             height=height,
             width=width,

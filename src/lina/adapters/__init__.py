@@ -5,8 +5,9 @@ from __future__ import annotations
 from lina.adapters.base import Conditioning, EncoderSlot, FamilyAdapter, GuidancePlan, Latents
 from lina.adapters.flux import FluxAdapter
 from lina.adapters.sd3 import SD3Adapter
+from lina.adapters.wan import WanAdapter
 
-ADAPTERS: list[type[FamilyAdapter]] = [SD3Adapter, FluxAdapter]
+ADAPTERS: list[type[FamilyAdapter]] = [SD3Adapter, FluxAdapter, WanAdapter]
 
 
 def register_adapter(adapter: type[FamilyAdapter]) -> type[FamilyAdapter]:
@@ -32,6 +33,7 @@ __all__ = [
     "GuidancePlan",
     "Latents",
     "SD3Adapter",
+    "WanAdapter",
     "adapter_for",
     "register_adapter",
 ]

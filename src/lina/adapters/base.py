@@ -63,6 +63,7 @@ class GuidancePlan:
     uncond_prompt: str | list[str] | None  # None: no unconditional branch
     cfg_scale: float = 1.0
     distilled_guidance: float | None = None
+    cfg_scale_2: float | None = None  # the low-noise expert's CFG scale (two-expert models); None: cfg_scale
 
 
 @dataclass
@@ -94,6 +95,11 @@ class FamilyAdapter(ABC):
         return self.pipe._execution_device
 
     # -- prompts -------------------------------------------------------------------------------
+    def clean_prompt(self, prompt: str) -> str:
+        """The prompt as the family's pipeline hands it to the tokenizer; relation spans are found in
+        this text so that they index the tokens the encoder actually sees (default: unchanged)."""
+        return prompt
+
     @abstractmethod
     def encoder_slots(self, max_sequence_length: int) -> list[EncoderSlot]:
         """The encoders whose token rows the token intervention may scale."""
@@ -104,6 +110,20 @@ class FamilyAdapter(ABC):
 
     @abstractmethod
     def guidance_plan(self, guidance_scale: float, true_cfg_scale: float, negative_prompt) -> GuidancePlan: ...
+
+    def pooled_embedding(self, prompts: list[str], max_sequence_length: int | None = None) -> torch.Tensor:
+        """One vector per prompt summarising it (the pooled embedding, else the mean token embedding)."""
+        cond = self.encode(prompts, max_sequence_length or self.default_max_sequence_length)
+        if cond.pooled is not None:
+            return cond.pooled.float()
+        return cond.embeds.float().mean(dim=1)
+
+    def pooled_width(self) -> int:
+        return self.pooled_embedding(["a"]).shape[-1]
+
+    def with_guidance_scale_2(self, plan: GuidancePlan, guidance_scale_2: float) -> GuidancePlan:
+        """``plan`` with a separate CFG scale for the low-noise expert; one-denoiser families reject it."""
+        raise ValueError(f"guidance_scale_2 is for two-expert models; {type(self.pipe).__name__} has one denoiser")
 
     def check_inputs(self, height: int, width: int, max_sequence_length: int) -> None:
         """Raise the pipeline's own errors for bad sizes (default: nothing to check)."""
@@ -146,7 +166,7 @@ class FamilyAdapter(ABC):
         if mu is not None:
             kwargs["mu"] = mu
         if sigmas is not None:
-            scheduler.set_timesteps(sigmas=list(sigmas), device=self.device, **kwargs)
+            scheduler.set_timesteps(sigmas=np.asarray(sigmas), device=self.device, **kwargs)
         else:
             scheduler.set_timesteps(num_steps, device=self.device, **kwargs)
         if hasattr(scheduler, "set_begin_index"):

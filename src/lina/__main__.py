@@ -1,0 +1,3 @@
+from lina.cli import main
+
+main()

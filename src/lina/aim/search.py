@@ -1,0 +1,239 @@
+"""Hard-case mining and coordinate-descent search of intervention strengths, judged and resumable.
+
+Every judged candidate (a prompt, a setting, its seeds) is appended to a JSONL store the moment it
+is scored, so a killed search resumes without redoing or losing finished work: the store is the
+cache. Mining is the same scoring applied to the neutral setting (the plain model): a prompt is a
+hard case when its pass rate over the seeds is below a threshold.
+
+The objective of a setting is its pass rate over the seeds, ties broken by the mean judge score.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lina.interventions.strengths import NEUTRAL, Interventions
+from lina.judges.base import Judge
+from lina.prompts.csg import CSG
+from lina.records import ShardedJsonl
+
+logger = logging.getLogger("lina")
+
+DEFAULT_GRID: dict[str, tuple[Any, ...]] = {
+    "contrast": (0.0, 1.0, 2.0, 4.0, 6.0),
+    "contrast_window": (0.1, 0.25, 0.5, 1.0),
+    "token_scale": (1.0, 1.5, 2.0, 2.5),
+    "shift_gain": (1.0, 1.5, 2.0, 3.0),
+}
+TIE_BREAK = 1e-3  # weight of the mean judge score next to the pass rate
+
+
+def canonical(interventions: Interventions) -> Interventions:
+    """One representative per distinct generation: without contrast, its window and prompt are moot."""
+    if not interventions.uses_contrast:
+        interventions = interventions.replace(
+            contrast=0.0, contrast_window=NEUTRAL.contrast_window, contrast_prompt=NEUTRAL.contrast_prompt
+        )
+    return interventions
+
+
+def setting_key(interventions: Interventions) -> str:
+    return json.dumps(canonical(interventions).to_dict(), sort_keys=True)
+
+
+@dataclass
+class Scored:
+    """A setting judged on one prompt over several seeds."""
+
+    interventions: Interventions
+    score: float
+    pass_rate: float
+    fresh: bool  # judged now rather than read from the store
+
+
+class JudgedScorer:
+    """Generates a prompt under a setting for each seed, judges the images and records the result."""
+
+    def __init__(
+        self,
+        lina,
+        judge: Judge,
+        store_dir: str | Path,
+        seeds: Sequence[int],
+        shard_index: int = 0,
+        image_dir: str | Path | None = None,
+        **generate_kwargs: Any,
+    ) -> None:
+        self.lina = lina
+        self.judge = judge
+        self.seeds = tuple(int(s) for s in seeds)
+        self.generate_kwargs = generate_kwargs
+        self.image_dir = Path(image_dir) if image_dir else None
+        self.store = ShardedJsonl(store_dir, key=_candidate_key, prefix="candidates", shard_index=shard_index)
+        self._known = self.store.index()
+
+    def __call__(self, prompt: str, csg: CSG, interventions: Interventions) -> Scored:
+        interventions = canonical(interventions)
+        key = (prompt, setting_key(interventions), self.seeds)
+        if key in self._known:
+            record = self._known[key]
+            return Scored(interventions, record["score"], record["pass_rate"], fresh=False)
+        generators = [torch.Generator().manual_seed(s) for s in self.seeds]
+        images = self.lina(
+            prompt, interventions, num_images_per_prompt=len(self.seeds), generator=generators, **self.generate_kwargs
+        ).images
+        judgements = self.judge.judge(images, [csg] * len(images))
+        passed = [bool(j.passed) for j in judgements]
+        scores = [float(j.score) for j in judgements]
+        pass_rate = sum(passed) / len(passed)
+        score = pass_rate + TIE_BREAK * sum(scores) / len(scores)
+        record = {
+            "prompt": prompt,
+            "interventions": canonical(interventions).to_dict(),
+            "seeds": list(self.seeds),
+            "passed": passed,
+            "scores": scores,
+            "pass_rate": pass_rate,
+            "score": score,
+        }
+        if self.image_dir is not None:
+            record["images"] = self._save_images(prompt, interventions, images)
+        self.store.append(record)
+        self._known[key] = record
+        return Scored(interventions, score, pass_rate, fresh=True)
+
+    def _save_images(self, prompt: str, interventions: Interventions, images) -> list[str]:
+        import hashlib
+
+        digest = hashlib.sha1(f"{prompt}|{setting_key(interventions)}".encode()).hexdigest()[:16]
+        paths = []
+        for seed, image in zip(self.seeds, images):
+            path = self.image_dir / f"{digest}-s{seed}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            image.save(path)
+            paths.append(str(path))
+        return paths
+
+
+def _candidate_key(record: Mapping[str, Any]):
+    setting = json.dumps(canonical(Interventions.from_dict(record["interventions"])).to_dict(), sort_keys=True)
+    return (record["prompt"], setting, tuple(record["seeds"]))
+
+
+@dataclass
+class SearchResult:
+    prompt: str
+    best: Interventions
+    best_score: float
+    baseline_score: float
+    evaluations: int  # distinct settings judged for this prompt
+    history: list[tuple[dict, float]] = field(default_factory=list)
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "prompt": self.prompt,
+            "best": self.best.to_dict(),
+            "best_score": self.best_score,
+            "baseline_score": self.baseline_score,
+            "evaluations": self.evaluations,
+            "history": self.history,
+        }
+
+
+def coordinate_descent(
+    score: Callable[[Interventions], float],
+    grid: Mapping[str, Iterable[Any]] = DEFAULT_GRID,
+    start: Interventions = NEUTRAL,
+    max_rounds: int = 3,
+    budget: int | None = None,
+) -> tuple[Interventions, float, list[tuple[Interventions, float]]]:
+    """Maximise ``score`` one coordinate at a time over ``grid``, the others fixed.
+
+    Each round sweeps every coordinate and keeps its best value (only a strict gain moves it);
+    the search stops when a round changes nothing, after ``max_rounds``, or when ``budget`` distinct
+    settings have been scored. Returns the best setting, its score and every (setting, score).
+    """
+    memo: dict[Interventions, float] = {}
+
+    def evaluate(candidate: Interventions) -> float | None:
+        candidate = canonical(candidate)
+        if candidate not in memo:
+            if budget is not None and len(memo) >= budget:
+                return None
+            memo[candidate] = score(candidate)
+        return memo[candidate]
+
+    best = canonical(start)
+    best_score = evaluate(best)
+    if best_score is None:
+        raise ValueError("budget must allow at least the starting setting")
+    for _ in range(max_rounds):
+        changed = False
+        for name, values in grid.items():
+            for value in values:
+                try:
+                    candidate = best.replace(**{name: value})
+                except ValueError:
+                    continue  # outside the valid range in this context
+                result = evaluate(candidate)
+                if result is None:
+                    return best, best_score, list(memo.items())
+                if result > best_score:
+                    best, best_score, changed = canonical(candidate), result, True
+        if not changed:
+            break
+    return best, best_score, list(memo.items())
+
+
+def mine_hard_cases(
+    scorer: JudgedScorer, items: Sequence[tuple[str, CSG]], threshold: float = 0.5, progress: bool = True
+) -> list[dict[str, Any]]:
+    """Judge the plain model on every prompt; the hard cases are those with pass rate < ``threshold``."""
+    from tqdm.auto import tqdm
+
+    hard = []
+    for prompt, csg in tqdm(items, desc="mining", disable=not progress):
+        scored = scorer(prompt, csg, NEUTRAL)
+        if scored.pass_rate < threshold:
+            hard.append({"prompt": prompt, "baseline_pass_rate": scored.pass_rate, "csg": csg.to_dict()})
+    return hard
+
+
+def tune_hard_cases(
+    scorer: JudgedScorer,
+    items: Sequence[tuple[str, CSG]],
+    out_dir: str | Path,
+    grid: Mapping[str, Iterable[Any]] = DEFAULT_GRID,
+    max_rounds: int = 3,
+    budget: int | None = None,
+    shard_index: int = 0,
+    progress: bool = True,
+) -> list[SearchResult]:
+    """Coordinate descent for every prompt; finished prompts (in ``search-*.jsonl``) are skipped."""
+    from tqdm.auto import tqdm
+
+    results_store = ShardedJsonl(out_dir, key=lambda r: r["prompt"], prefix="search", shard_index=shard_index)
+    done = results_store.index()
+    results = []
+    for prompt, csg in tqdm(items, desc="tuning", disable=not progress):
+        if prompt in done:
+            continue
+        best, best_score, history = coordinate_descent(
+            lambda iv: scorer(prompt, csg, iv).score, grid=grid, max_rounds=max_rounds, budget=budget
+        )
+        baseline = scorer(prompt, csg, NEUTRAL).score
+        result = SearchResult(prompt, best, best_score, baseline, len(history), [(iv.to_dict(), s) for iv, s in history])
+        results_store.append(result.to_record())
+        results.append(result)
+    return results
+
+
+def read_search_results(out_dir: str | Path) -> list[dict[str, Any]]:
+    return ShardedJsonl(out_dir, key=lambda r: r["prompt"], prefix="search").read()

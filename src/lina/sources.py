@@ -1,0 +1,66 @@
+"""Resolve the names the CLI accepts (models, judges, prompt sets) into library objects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lina.prompts.csg import CSG
+
+TESTBED = "testbed"
+TINY = "tiny-random-sd3"
+JUDGES = ("testbed", "qwen2.5-vl")
+
+
+def load_model(model: str, dtype: str = "float32", device: str | None = None):
+    """A diffusers pipeline: ``testbed`` (the shipped testbed model), ``tiny-random-sd3`` (random toy
+    weights, for smoke tests), or a hub id / local path of an SD3, FLUX or Wan pipeline."""
+    if model == TESTBED:
+        from lina.world.model import load_testbed_pipeline
+
+        pipe = load_testbed_pipeline()
+    elif model == TINY:
+        from lina.testing import tiny_sd3_pipeline
+
+        pipe = tiny_sd3_pipeline()
+    else:
+        from lina.loading import load_pipeline
+
+        return load_pipeline(model, dtype=dtype, device=device)
+    if device:
+        pipe = pipe.to(device)
+    return pipe
+
+
+def load_judge(name: str, judge_model: str | None = None, dtype: str = "auto", device: str | None = None):
+    if name == "testbed":
+        from lina.judges.testbed import TestbedJudge
+
+        return TestbedJudge()
+    if name == "qwen2.5-vl":
+        from lina.judges.vlm import VlmJudge
+
+        return VlmJudge.from_pretrained(judge_model or "Qwen/Qwen2.5-VL-7B-Instruct", dtype=dtype, device=device)
+    raise ValueError(f"unknown judge {name!r}; choose one of {JUDGES}")
+
+
+def load_items(prompts: Path | None = None, world_split: str | None = None, limit: int | None = None,
+               seed: int = 0) -> list[tuple[str, CSG]]:
+    """Prompts with their CSGs: from a text file (one prompt per line, parsed) or a testbed world
+    split (CSGs built by the world generator, exact)."""
+    if (prompts is None) == (world_split is None):
+        raise ValueError("give exactly one of --prompts FILE or --world-split NAME")
+    if prompts is not None:
+        if not prompts.is_file():
+            raise FileNotFoundError(f"prompt file {prompts} does not exist (one prompt per line)")
+        from lina.prompts import parse_prompt
+
+        lines = [line.strip() for line in prompts.read_text(encoding="utf-8").splitlines()]
+        items = [(line, parse_prompt(line)) for line in lines if line and not line.startswith("#")]
+    else:
+        from lina.world import world_split as split
+
+        seen: dict[str, CSG] = {}
+        for sample in split(world_split, seed=seed):
+            seen.setdefault(sample.prompt, sample.csg)
+        items = list(seen.items())
+    return items[:limit] if limit else items
