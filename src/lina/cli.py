@@ -86,7 +86,11 @@ def parse(prompt: Annotated[str, typer.Argument(help="Prompt to parse.")],
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    app()
+    try:
+        app()
+    except (ValueError, TypeError, FileNotFoundError) as error:  # bad input: say what to change, no traceback
+        typer.echo(f"error: {error}", err=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
