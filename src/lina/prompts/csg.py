@@ -32,6 +32,8 @@ class Relation:
 
     ``span`` is the character span of the predicate words in the prompt (the tokens LINA steers).
     ``object`` is None for intransitive predicates ("a ball floats").
+    ``word_spans`` is only set when the predicate words are not contiguous ("more dirt than
+    empty space": "more" and "than"); ``span`` then runs from the first to the last of them.
     """
 
     subject: int
@@ -40,6 +42,12 @@ class Relation:
     span: Span
     kind: str = "spatial"
     negated: bool = False
+    word_spans: tuple[Span, ...] = ()
+
+    @property
+    def predicate_spans(self) -> tuple[Span, ...]:
+        """Character spans of the predicate words themselves, gaps left out."""
+        return self.word_spans or (self.span,)
 
 
 @dataclass(frozen=True)
@@ -68,7 +76,8 @@ class CSG:
 
     @property
     def relation_spans(self) -> list[Span]:
-        return [r.span for r in self.relations]
+        """Character spans of every relation's predicate words (what token intervention scales)."""
+        return [span for r in self.relations for span in r.predicate_spans]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,6 +101,7 @@ class CSG:
                     tuple(r["span"]),
                     r.get("kind", "spatial"),
                     r.get("negated", False),
+                    tuple(tuple(w) for w in r.get("word_spans", ())),
                 )
                 for r in data.get("relations", ())
             ),
