@@ -1,0 +1,163 @@
+"""A self-contained HTML report of an evaluation directory.
+
+``report.html`` sits in the output directory next to ``images/`` (the judged images, referenced in
+place) and ``report_files/`` (the charts): the summary table, one bar chart per benchmark, metric
+and group field (methods side by side, bootstrap intervals as error bars), and side-by-side image
+grids, one column per method; a video shows its first, middle and last frames as a strip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+_STYLE = """
+body { font-family: sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { border: 1px solid #bbb; padding: 4px 8px; text-align: left; vertical-align: top; }
+th { background: #eee; }
+figure { display: inline-block; margin: 0.5em; }
+.grid td { white-space: nowrap; }
+.grid img { width: 160px; height: auto; margin-right: 2px; }
+.grid img.frame { width: 112px; }
+.pass { color: #176117; } .fail { color: #a11; }
+"""
+
+
+def _percent(estimate: Mapping[str, float] | None) -> str:
+    if estimate is None:
+        return "&ndash;"
+    rate, low, high = (100 * estimate[k] for k in ("rate", "low", "high"))
+    return f"{rate:.1f}% [{low:.1f}, {high:.1f}] (n={estimate['n']})"
+
+
+def _signed_percent(estimate: Mapping[str, float] | None) -> str:
+    if estimate is None:
+        return "&ndash;"
+    rate, low, high = (100 * estimate[k] for k in ("rate", "low", "high"))
+    return f"{rate:+.1f} pp [{low:+.1f}, {high:+.1f}]"
+
+
+def _summary_table(methods: Sequence[str], metrics: Mapping[str, Any]) -> str:
+    header = "".join(f"<th>{escape(m)}</th>" for m in methods)
+    header += "".join(f"<th>{escape(m)} &minus; {escape(methods[0])}</th>" for m in methods[1:])
+    rows = []
+    for metric, result in metrics.items():
+        cells = "".join(f"<td>{_percent(result['overall'].get(m))}</td>" for m in methods)
+        cells += "".join(f"<td>{_signed_percent(result['delta'].get(m))}</td>" for m in methods[1:])
+        rows.append(f"<tr><th>{escape(metric)}</th>{cells}</tr>")
+    return f"<table><tr><th>metric</th>{header}</tr>{''.join(rows)}</table>"
+
+
+def _bar_chart(
+    path: Path, title: str, methods: Sequence[str], by_value: Mapping[str, Mapping[str, Any]], level: float
+) -> None:
+    values = list(by_value)
+    height = 1.8 + 0.3 * len(values) * len(methods)
+    figure = Figure(figsize=(7, height), layout="constrained")
+    axes = figure.subplots()
+    bar = 0.8 / len(methods)
+    for k, method in enumerate(methods):
+        positions = [i + k * bar for i, v in enumerate(values) if method in by_value[v]]
+        estimates = [by_value[v][method] for v in values if method in by_value[v]]
+        rates = [100 * e["rate"] for e in estimates]
+        errors = [[100 * (e["rate"] - e["low"]) for e in estimates], [100 * (e["high"] - e["rate"]) for e in estimates]]
+        axes.barh(positions, rates, height=bar, xerr=errors, capsize=3, label=method)
+    labels = [f"{v} (n={max(e['n'] for e in by_value[v].values())})" for v in values]
+    axes.set_yticks([i + 0.4 - bar / 2 for i in range(len(values))], labels)
+    axes.invert_yaxis()
+    axes.set_xlim(0, 100)
+    axes.set_xlabel(f"success (%), {100 * level:.0f}% bootstrap interval")
+    axes.set_title(title)
+    figure.legend(loc="outside lower center", ncols=len(methods))
+    figure.savefig(path, dpi=100)
+
+
+def _charts(out_dir: Path, benchmark: str, methods: Sequence[str], metrics: Mapping[str, Any], level: float) -> str:
+    figures = []
+    for metric, result in metrics.items():
+        for group_field, by_value in result["by"].items():
+            relative = Path("report_files", f"{benchmark}_{metric}_{group_field}.png")
+            _bar_chart(out_dir / relative, f"{benchmark}: {metric} by {group_field}", methods, by_value, level)
+            alt = escape(f"{benchmark}: {metric} by {group_field}")
+            figures.append(f'<figure><img src="{escape(relative.as_posix())}" alt="{alt}"></figure>')
+    return "".join(figures)
+
+
+def _cell(record: Mapping[str, Any] | None) -> str:
+    if record is None:
+        return "<td>&ndash;</td>"
+    frame = ' class="frame"' if record.get("video") else ""
+    images = "".join(f'<img{frame} src="{escape(p)}" alt="{escape(record["method"])}">' for p in record["images"])
+    verdict = "pass" if record["passed"] else "fail"
+    line = f'<span class="{verdict}">{verdict}</span> score {record["score"]:.2f}'
+    if record.get("contrast"):
+        line += f" &middot; swapped {record['contrast']['score']:.2f}"
+    if record.get("match"):
+        line += f"<br>match {record['match']['own']:.2f} &middot; swapped {record['match']['contrast']:.2f}"
+    return f"<td>{images}<br>{line}</td>"
+
+
+def _examples(methods: Sequence[str], records: Sequence[Mapping[str, Any]], max_examples: int) -> str:
+    grouped: dict[tuple[str, int, int], dict[str, Mapping[str, Any]]] = defaultdict(dict)
+    for r in records:
+        grouped[(str(r["item"]), int(r["caption"]), int(r["seed"]))][r["method"]] = r
+    # Prompts on which the methods disagree come first: they show what the method changes.
+    ordered = sorted(grouped.items(), key=lambda kv: len({r["passed"] for r in kv[1].values()}) == 1)
+    rows = []
+    for (item, caption, seed), by_method in ordered[:max_examples]:
+        prompt = next(iter(by_method.values()))["prompt"]
+        label = f"<td>{escape(prompt)}<br><small>item {escape(item)}, caption {caption}, seed {seed}</small></td>"
+        rows.append(f"<tr>{label}{''.join(_cell(by_method.get(m)) for m in methods)}</tr>")
+    header = "".join(f"<th>{escape(m)}</th>" for m in methods)
+    return f'<table class="grid"><tr><th>prompt</th>{header}</tr>{"".join(rows)}</table>'
+
+
+def write_report(
+    out_dir: str | os.PathLike[str],
+    summary: Mapping[str, Any],
+    records: Sequence[Mapping[str, Any]],
+    *,
+    max_examples: int = 12,
+) -> Path:
+    """Write ``out_dir/report.html`` (and its charts under ``report_files/``); return its path.
+
+    ``summary`` comes from :func:`~lina.benchmarks.metrics.summarize`; ``records`` are those of
+    ``out_dir`` (their image paths are relative to it); at most
+    ``max_examples`` prompts per benchmark are shown as image grids.
+    """
+    out = Path(out_dir)
+    (out / "report_files").mkdir(parents=True, exist_ok=True)
+    ci = summary["bootstrap"]
+    sections = [
+        "<h1>LINA evaluation report</h1>",
+        f"<p>Success rates with {100 * ci['level']:.0f}% percentile-bootstrap intervals over items "
+        f"({ci['resamples']} resamples, seed {ci['seed']}); n is the number of items.</p>",
+    ]
+    for benchmark, result in summary["benchmarks"].items():
+        methods = result["methods"]
+        bench_records = [r for r in records if r["benchmark"] == benchmark]
+        sections += [
+            f"<section><h2>{escape(benchmark)}</h2>",
+            _summary_table(methods, result["metrics"]),
+            _charts(out, benchmark, methods, result["metrics"], ci["level"]),
+            "<h3>Examples</h3>",
+            _examples(methods, bench_records, max_examples),
+            "</section>",
+        ]
+    if summary.get("data"):
+        sections.append(f"<section><h2>Data</h2><pre>{escape(json.dumps(summary['data'], indent=2))}</pre></section>")
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>LINA evaluation report</title>'
+        f"<style>{_STYLE}</style></head><body>{''.join(sections)}</body></html>\n"
+    )
+    path = out / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path

@@ -1,0 +1,175 @@
+"""Generate, judge and record: the loop behind ``lina eval``.
+
+Work is split by (item, seed): shard ``i`` of ``n`` takes every n-th pair, and for each pair runs
+every method, so baseline and LINA images of the same prompt and seed come from the same process.
+Each image is saved under ``images/`` and its record appended to the shard's
+``records-<shard>.jsonl`` as soon as it is judged (:class:`lina.records.ShardedJsonl`: one file per
+shard, fsync per record, truncated last line dropped). A record is identified by
+``(benchmark, item, caption, seed, method)``; a re-run (same or different sharding) skips every
+record already in the output directory.
+
+Items with a contrast caption (Winoground) are judged against both captions. When the judge also
+offers an image-caption match score (``score_pairs(images, captions)``, e.g. the Qwen2.5-VL judge's
+P(yes) to "Does this image show: CAPTION?"), the record holds it for both captions as ``match``.
+
+Video outputs (a sequence of frames) keep their first, middle and last frames; each of those is
+judged and the video passes only if all three do (its scores are the lowest of the three).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from tqdm.auto import tqdm
+
+from lina.benchmarks.items import EvalItem
+from lina.benchmarks.metrics import summarize, write_summary
+from lina.benchmarks.report import write_report
+from lina.judges.base import Judge, Judgement
+from lina.records import ShardedJsonl, iter_jsonl
+
+GenerateFn = Callable[[str, str, int], Image.Image | Sequence[Image.Image]]
+RecordKey = tuple[str, str, int, int, str]
+_PREFIX = "records"
+
+
+def record_key(record: Mapping[str, Any]) -> RecordKey:
+    """The identity of a record: benchmark, item, caption, seed, method."""
+    return (
+        str(record["benchmark"]),
+        str(record["item"]),
+        int(record["caption"]),
+        int(record["seed"]),
+        str(record["method"]),
+    )
+
+
+def read_records(out_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every record of an evaluation directory, merged across shard files, first of each key kept.
+
+    Unlike opening a shard for writing, reading never modifies the files, so it is safe while
+    shards are still running.
+    """
+    records: dict[RecordKey, dict[str, Any]] = {}
+    for path in sorted(Path(out_dir).glob(f"{_PREFIX}-*.jsonl")):
+        for record in iter_jsonl(path):
+            records.setdefault(record_key(record), record)
+    return list(records.values())
+
+
+def key_frames(frames: Sequence[Image.Image]) -> list[Image.Image]:
+    """First, middle and last frame of a video (fewer when the video is shorter)."""
+    indices = dict.fromkeys((0, len(frames) // 2, len(frames) - 1))
+    return [frames[i] for i in indices]
+
+
+def _save_png(image: Image.Image, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    image.save(partial, format="PNG")
+    os.replace(partial, path)
+
+
+def _verdict(judgements: Sequence[Judgement]) -> dict[str, Any]:
+    return {"passed": all(bool(j.passed) for j in judgements), "score": min(float(j.score) for j in judgements)}
+
+
+def _atoms(judgements: Sequence[Judgement]) -> list[dict[str, Any]]:
+    """The atoms of the worst judgement (the one that decides a video's verdict)."""
+    worst = min(judgements, key=lambda j: (bool(j.passed), float(j.score)))
+    return [
+        {"kind": r.atom.kind, "key": r.atom.key, "text": r.atom.text, "score": float(r.score), "passed": bool(r.passed)}
+        for r in worst.atoms
+    ]
+
+
+def _evaluate(
+    item: EvalItem, seed: int, method: str, generate_fn: GenerateFn, judge: Judge, out: Path
+) -> dict[str, Any]:
+    """Generate one image (or video), save it, judge it, and return its record."""
+    output = generate_fn(item.prompt, method, seed)
+    is_video = not isinstance(output, Image.Image)
+    frames = key_frames(list(output)) if is_video else [output]
+    stem = re.sub(r"[^\w.-]", "_", f"{item.item_id}_c{item.caption}_s{seed}")
+    names = [f"{stem}_f{i}.png" for i in range(len(frames))] if is_video else [f"{stem}.png"]
+    paths = [Path("images", item.benchmark, method, name) for name in names]
+    for frame, path in zip(frames, paths, strict=True):
+        _save_png(frame, out / path)
+    contrast_frames = frames if item.contrast else []
+    csgs = [item.csg] * len(frames) + [item.contrast] * len(contrast_frames)
+    judgements = judge.judge(frames + contrast_frames, csgs)
+    own, contrast = judgements[: len(frames)], judgements[len(frames) :]
+    match: dict[str, float] | None = None
+    if item.contrast and hasattr(judge, "score_pairs"):
+        captions = [item.prompt] * len(frames) + [item.contrast.prompt] * len(frames)
+        scores = [float(s) for s in judge.score_pairs(frames + frames, captions)]
+        match = {"own": min(scores[: len(frames)]), "contrast": min(scores[len(frames) :])}
+    return {
+        "benchmark": item.benchmark,
+        "item": item.item_id,
+        "caption": item.caption,
+        "seed": seed,
+        "method": method,
+        "prompt": item.prompt,
+        "groups": dict(item.groups),
+        **_verdict(own),
+        "atoms": _atoms(own),
+        "contrast": {"prompt": item.contrast.prompt, **_verdict(contrast)} if item.contrast else None,
+        "match": match,
+        "images": [p.as_posix() for p in paths],
+        "video": is_video,
+        "judge": judge.name,
+    }
+
+
+def run_eval(
+    items: Sequence[EvalItem],
+    generate_fn: GenerateFn,
+    judge: Judge,
+    out_dir: str | os.PathLike[str],
+    seeds: Sequence[int],
+    methods: Sequence[str],
+    shard_index: int = 0,
+    num_shards: int = 1,
+) -> list[dict[str, Any]]:
+    """Generate and judge every (item, seed, method) of this shard not yet recorded in ``out_dir``.
+
+    ``generate_fn(prompt, method, seed)`` returns a PIL image, or a sequence of frames for video.
+    Returns the records written by this call.
+    """
+    if not 0 <= shard_index < num_shards:
+        raise ValueError(f"shard_index must be in [0, {num_shards}), got {shard_index}")
+    out = Path(out_dir)
+    store = ShardedJsonl(out, key=record_key, prefix=_PREFIX, shard_index=shard_index)
+    done = set(store.index())
+    units = [(item, seed) for item in items for seed in seeds][shard_index::num_shards]
+    written: list[dict[str, Any]] = []
+    for item, seed in tqdm(units, desc=f"eval shard {shard_index}/{num_shards}", disable=None):
+        for method in methods:
+            key = (item.benchmark, item.item_id, item.caption, seed, method)
+            if key in done:
+                continue
+            record = _evaluate(item, seed, method, generate_fn, judge, out)
+            store.append(record)
+            done.add(key)
+            written.append(record)
+    return written
+
+
+def finalize_eval(
+    out_dir: str | os.PathLike[str], *, methods: Sequence[str] | None = None, data: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Summarize every record of ``out_dir`` (all shards) into ``summary.json`` and ``report.html``.
+
+    Run it once, after all shards finished (e.g. on the main process only). Returns the summary.
+    """
+    records = read_records(out_dir)
+    summary = summarize(records, methods=methods, data=data)
+    write_summary(out_dir, summary)
+    write_report(out_dir, summary, records)
+    return summary
