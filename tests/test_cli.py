@@ -30,3 +30,23 @@ def test_parse_prints_json():
     assert result.exit_code == 0
     csg = json.loads(result.output)
     assert csg["neutral_prompt"] == "a bird and a snake" and csg["relations"][0]["predicate"] == "eats"
+
+
+def test_eval_testbed_end_to_end_and_resume(sd3_path, tmp_path):
+    args = ["eval", "--benchmark", "testbed", "--model", str(sd3_path), "--judge", "testbed", "--out", str(tmp_path),
+            "--subset", "ood", "--limit", "2", "--per-category", "1", "--contrast", "2", "--steps", "2",
+            "--height", "32", "--width", "32", "--device", "cpu"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["benchmarks"]["testbed"]["methods"] == ["baseline", "lina"]
+    assert (tmp_path / "report.html").is_file()
+    records = (tmp_path / "records-00000.jsonl").read_text().splitlines()
+    assert len(records) == 4  # 2 prompts x 1 seed x 2 methods
+    assert runner.invoke(app, args).exit_code == 0  # resume: nothing new
+    assert (tmp_path / "records-00000.jsonl").read_text().splitlines() == records
+
+
+def test_eval_needs_strengths_or_an_aim(tmp_path):
+    result = runner.invoke(app, ["eval", "--benchmark", "testbed", "--out", str(tmp_path)])
+    assert isinstance(result.exception, ValueError) and "--aim" in str(result.exception)

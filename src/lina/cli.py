@@ -12,10 +12,12 @@ app = typer.Typer(help="LINA: steer diffusion models toward the relations and ph
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
 
 from lina.aim.cli import aim_app, search_app
+from lina.benchmarks.cli import evaluate
 from lina.sources import TINY
 
 app.add_typer(search_app, name="search")
 app.add_typer(aim_app, name="aim")
+app.command("eval")(evaluate)
 
 
 def _load(model: str, dtype: str, device: Optional[str]):

@@ -36,8 +36,31 @@ def iter_jsonl(path: Path) -> Iterator[Record]:
                 warnings.warn(f"{path}:{line_number}: skipping a line that is not a JSON object", RuntimeWarning, stacklevel=3)
 
 
+def read_shards(
+    directory: str | os.PathLike[str], key: Callable[[Mapping[str, Any]], Hashable], prefix: str = "records"
+) -> list[Record]:
+    """Every record of every ``<prefix>-*.jsonl`` in ``directory``, first occurrence of each key kept.
+
+    Read-only: safe while other shards are still writing.
+    """
+    seen: set[Hashable] = set()
+    records: list[Record] = []
+    for path in sorted(Path(directory).glob(f"{prefix}-*.jsonl")):
+        for record in iter_jsonl(path):
+            try:
+                record_key = key(record)
+            except (KeyError, TypeError, ValueError):
+                warnings.warn(f"{path}: skipping a record without a valid key", RuntimeWarning, stacklevel=2)
+                continue
+            if record_key not in seen:
+                seen.add(record_key)
+                records.append(record)
+    return records
+
+
 class ShardedJsonl:
-    """A folder of JSONL shard files holding records identified by ``key(record)``."""
+    """A folder of JSONL shard files holding records identified by ``key(record)``; this object
+    appends to one shard (its own), and reads all of them."""
 
     def __init__(
         self,
@@ -64,19 +87,7 @@ class ShardedJsonl:
 
     def read(self) -> list[Record]:
         """All records of every shard, first occurrence of each key kept."""
-        seen: set[Hashable] = set()
-        records: list[Record] = []
-        for path in sorted(self.directory.glob(f"{self.prefix}-*.jsonl")):
-            for record in iter_jsonl(path):
-                try:
-                    key = self.key(record)
-                except (KeyError, TypeError, ValueError):
-                    warnings.warn(f"{path}: skipping a record without a valid key", RuntimeWarning, stacklevel=2)
-                    continue
-                if key not in seen:
-                    seen.add(key)
-                    records.append(record)
-        return records
+        return read_shards(self.directory, self.key, self.prefix)
 
     def index(self) -> dict[Hashable, Record]:
         return {self.key(r): r for r in self.read()}

@@ -22,7 +22,7 @@ import torch
 from lina.interventions.strengths import NEUTRAL, Interventions
 from lina.judges.base import Judge
 from lina.prompts.csg import CSG
-from lina.records import ShardedJsonl
+from lina.records import ShardedJsonl, read_shards
 
 logger = logging.getLogger("lina")
 
@@ -236,4 +236,5 @@ def tune_hard_cases(
 
 
 def read_search_results(out_dir: str | Path) -> list[dict[str, Any]]:
-    return ShardedJsonl(out_dir, key=lambda r: r["prompt"], prefix="search").read()
+    """Best settings per prompt, merged across shards (read-only)."""
+    return read_shards(out_dir, key=lambda r: r["prompt"], prefix="search")

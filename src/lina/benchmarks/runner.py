@@ -31,7 +31,7 @@ from lina.benchmarks.items import EvalItem
 from lina.benchmarks.metrics import summarize, write_summary
 from lina.benchmarks.report import write_report
 from lina.judges.base import Judge, Judgement
-from lina.records import ShardedJsonl, iter_jsonl
+from lina.records import ShardedJsonl, read_shards
 
 GenerateFn = Callable[[str, str, int], Image.Image | Sequence[Image.Image]]
 RecordKey = tuple[str, str, int, int, str]
@@ -55,11 +55,7 @@ def read_records(out_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     Unlike opening a shard for writing, reading never modifies the files, so it is safe while
     shards are still running.
     """
-    records: dict[RecordKey, dict[str, Any]] = {}
-    for path in sorted(Path(out_dir).glob(f"{_PREFIX}-*.jsonl")):
-        for record in iter_jsonl(path):
-            records.setdefault(record_key(record), record)
-    return list(records.values())
+    return read_shards(out_dir, record_key, _PREFIX)
 
 
 def key_frames(frames: Sequence[Image.Image]) -> list[Image.Image]:

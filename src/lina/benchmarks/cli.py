@@ -1,0 +1,115 @@
+"""`lina eval`: baseline vs LINA on Winoground, PAP or the testbed, judged, resumable, shardable.
+
+Shard across GPUs with ``accelerate launch -m lina eval ...``: each process takes its share of the
+(item, seed) pairs and writes its own records file; the main process writes the summary and report
+once every shard is done. Re-running the same command resumes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from lina.interventions.strengths import NEUTRAL, Interventions
+
+BENCHMARKS = ("winoground", "pap", "testbed")
+METHODS = ("baseline", "lina")
+
+
+def load_items(benchmark: str, data: Optional[Path], limit: Optional[int], subset: str, per_category: int):
+    """Evaluation items of a benchmark, plus the loader's data report (or None)."""
+    if benchmark == "winoground":
+        from lina.benchmarks.winoground import load_winoground
+
+        if data is None:
+            raise ValueError("--data PATH is required for winoground (see docs/benchmarks.md to obtain it)")
+        return load_winoground(data).items(limit=limit), None
+    if benchmark == "pap":
+        from lina.benchmarks.pap import load_pap
+
+        if data is None:
+            raise ValueError("--data PATH is required for pap (local parquet shards of OpenCausaLab/LINA-PAP)")
+        pap = load_pap(data)
+        items = pap.items(subset)
+        return (items[:limit] if limit else items), {"pap": pap.report()}
+    if benchmark == "testbed":
+        from lina.benchmarks.testbed import world_items
+
+        splits = ("ood", "train") if subset == "all" else (subset,)
+        items = world_items(splits, per_category=per_category)
+        return (items[:limit] if limit else items), None
+    raise ValueError(f"unknown benchmark {benchmark!r}; choose one of {BENCHMARKS}")
+
+
+def make_generate_fn(lina, interventions: Optional[Interventions], **kwargs):
+    """``generate(prompt, method, seed)`` for the runner: baseline = neutral strengths, lina = the
+    given strengths, or the pipeline's AIM when none are given."""
+    import torch
+
+    def generate(prompt: str, method: str, seed: int):
+        setting = NEUTRAL if method == "baseline" else interventions
+        out = lina(prompt, setting, generator=torch.Generator().manual_seed(seed), **kwargs)
+        return out.images[0]
+
+    return generate
+
+
+def evaluate(
+    benchmark: str = typer.Option(..., help="winoground, pap or testbed."),
+    out: Path = typer.Option(..., help="Output folder (records, images, summary.json, report.html)."),
+    model: str = typer.Option("testbed", help="'testbed', a hub id or a local diffusers pipeline folder."),
+    judge: str = typer.Option("testbed", help="'testbed' (programmatic) or 'qwen2.5-vl'."),
+    judge_model: Optional[str] = typer.Option(None, help="Qwen2.5-VL id or local path."),
+    data: Optional[Path] = typer.Option(None, help="Local dataset folder (winoground, pap)."),
+    subset: str = typer.Option("all", help="pap: all, ood or in_distribution; testbed: all, ood or train."),
+    aim: Optional[Path] = typer.Option(None, help="A trained AIM: LINA strengths predicted per prompt."),
+    token_scale: Optional[float] = typer.Option(None, help="Fixed strengths instead of an AIM (unset = neutral)."),
+    contrast: Optional[float] = typer.Option(None),
+    contrast_window: Optional[float] = typer.Option(None),
+    contrast_prompt: Optional[str] = typer.Option(None),
+    shift_gain: Optional[float] = typer.Option(None),
+    seeds: int = typer.Option(1, help="Seeds per prompt (0..N-1)."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N items."),
+    per_category: int = typer.Option(48, help="testbed: samples per category and split."),
+    steps: Optional[int] = typer.Option(None),
+    guidance: Optional[float] = typer.Option(None),
+    height: Optional[int] = typer.Option(None),
+    width: Optional[int] = typer.Option(None),
+    dtype: str = typer.Option("float32"),
+    device: Optional[str] = typer.Option(None),
+) -> None:
+    """Generate baseline and LINA images for every prompt and seed, judge them, and report."""
+    from accelerate import PartialState
+
+    from lina.benchmarks.runner import finalize_eval, run_eval
+    from lina.pipeline import LinaPipeline
+    from lina.sources import load_judge, load_model
+
+    state = PartialState()
+    fixed = {k: v for k, v in dict(token_scale=token_scale, contrast=contrast, contrast_window=contrast_window,
+                                   contrast_prompt=contrast_prompt, shift_gain=shift_gain).items() if v is not None}
+    if fixed and aim is not None:
+        raise ValueError("give either --aim or fixed strengths (--token-scale, --contrast, ...), not both")
+    if not fixed and aim is None:
+        raise ValueError("LINA needs strengths: pass --aim PATH or fixed ones (e.g. --contrast 3 --token-scale 1.8)")
+    items, data_report = load_items(benchmark, data, limit, subset, per_category)
+    pipe = load_model(model, dtype=dtype, device=device or state.device.type)
+    pipe.set_progress_bar_config(disable=True)
+    aim_model = None
+    if aim is not None:
+        from lina.aim import AIM
+
+        aim_model = AIM.from_pretrained(aim)
+    lina = LinaPipeline.from_pipe(pipe, aim=aim_model)
+    setting = NEUTRAL.replace(**fixed) if fixed else None
+    kwargs = {k: v for k, v in dict(num_inference_steps=steps, guidance_scale=guidance, height=height,
+                                    width=width).items() if v is not None}
+    judge_obj = load_judge(judge, judge_model, device=device or state.device.type)
+    run_eval(items, make_generate_fn(lina, setting, **kwargs), judge_obj, out, seeds=range(seeds), methods=METHODS,
+             shard_index=state.process_index, num_shards=state.num_processes)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        finalize_eval(out, methods=METHODS, data=data_report)
+        typer.echo(f"wrote {out / 'summary.json'} and {out / 'report.html'}")
