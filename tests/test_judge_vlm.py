@@ -171,6 +171,37 @@ def test_equal_answer_logits_score_one_half(judge_path):
     assert judge.score_questions(IMAGES, ["Is there a ball in the image?"] * 3) == [0.5, 0.5, 0.5]
 
 
+def negated_csg() -> CSG:
+    p = "a cat not under the table"
+    return CSG(
+        p,
+        (Entity("cat", "cat", (2, 5)), Entity("the table", "table", (16, 25))),
+        (Relation(0, "under", 1, (10, 15), negated=True),),
+    )
+
+
+def test_atoms_expecting_no_score_the_probability_of_no(judge):
+    csg = negated_csg()
+    atoms = atoms_for(csg)
+    assert [atom.expect_yes for atom in atoms] == [True, True, False]
+    (judgement,) = judge.judge(IMAGES[:1], [csg])
+    p_yes = judge.score_questions(IMAGES[:1] * len(atoms), [atom.text for atom in atoms])
+    want = [p if atom.expect_yes else 1.0 - p for atom, p in zip(atoms, p_yes)]
+    assert [result.score for result in judgement.atoms] == pytest.approx(want, abs=1e-6)
+    assert want[2] != pytest.approx(p_yes[2])  # the negated atom really is flipped
+    for result in judgement.atoms:
+        assert result.passed == (result.score >= judge.threshold)
+
+
+def test_atoms_expecting_no_keep_their_scores_across_batch_sizes(judge):
+    csgs = [negated_csg(), snake_csg(), negated_csg()]
+    reference = scores(judge.judge(IMAGES, csgs))
+    for batch_size in (1, 2, 64):
+        other = VlmJudge(judge.model, judge.tokenizer, judge.image_processor, batch_size=batch_size)
+        for got, want in zip(scores(other.judge(IMAGES, csgs)), reference):
+            assert got == pytest.approx(want, abs=1e-5)
+
+
 def test_threshold_decides_passing(judge):
     strict = VlmJudge(judge.model, judge.tokenizer, judge.image_processor, threshold=1.0)
     lenient = VlmJudge(judge.model, judge.tokenizer, judge.image_processor, threshold=0.0)

@@ -112,15 +112,166 @@ def test_fill_without_a_stated_level_asks_for_the_content():
     assert questions(csg)["effect:0"] == "Does the jar contain blue water?"
 
 
-@pytest.mark.parametrize(("predicate", "negated"), [("under", True), ("not under", False), ("is not under", False)])
-def test_negated_relation_is_asked_so_that_yes_means_satisfied(predicate, negated):
+@pytest.mark.parametrize(
+    ("predicate", "negated"), [("under", True), ("not under", False), ("is not under", False), ("under", False)]
+)
+def test_negated_relation_is_asked_in_the_positive_expecting_no(predicate, negated):
     p = "a cat not under the table"
     csg = CSG(
         p,
         (entity(p, "cat", "cat"), entity(p, "table", "table")),
         (Relation(0, predicate, 1, span(p, "under"), negated=negated),),
     )
-    assert questions(csg)["relation:0"] == "Is it true that the cat is not under the table?"
+    (relation,) = [atom for atom in atoms_for(csg) if atom.kind == "relation"]
+    assert relation.text == "Is the cat under the table?"
+    assert relation.expect_yes is (predicate == "under" and not negated)
+    assert all(atom.expect_yes for atom in atoms_for(csg) if atom.kind != "relation")
+
+
+def test_negated_verb_is_asked_in_the_positive():
+    p = "a dog doesn't chase a cat"
+    csg = CSG(
+        p,
+        (entity(p, "dog", "dog"), entity(p, "cat", "cat")),
+        (Relation(0, "chase", 1, span(p, "chase"), "causal", True),),
+    )
+    (relation,) = [atom for atom in atoms_for(csg) if atom.kind == "relation"]
+    assert (relation.text, relation.expect_yes) == ("Is the dog chasing the cat?", False)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "predicate", "negated", "question"),
+    [
+        ("a snake eaten by a bird", "eaten by", False, "Is the bird eating the snake?"),
+        ("a snake is eaten by a bird", "eaten by", False, "Is the bird eating the snake?"),
+        ("a snake is not eaten by a bird", "eaten by", True, "Is the bird eating the snake?"),
+        ("a snake bitten by a bird", "bitten by", False, "Is the bird biting the snake?"),
+        ("a snake hit by a bird", "hit by", False, "Is the bird hitting the snake?"),
+        ("a snake covered with a bird", "covered with", False, "Is the bird covering the snake?"),
+        ("a snake nibbled by a bird", "nibbled by", False, "Is the snake nibbled by the bird?"),  # unknown verb
+    ],
+)
+def test_passive_relations_are_asked_in_the_active_voice(prompt, predicate, negated, question):
+    csg = CSG(
+        prompt,
+        (entity(prompt, "snake", "snake"), entity(prompt, "bird", "bird")),
+        (Relation(0, predicate, 1, span(prompt, predicate), "causal", negated),),
+    )
+    (relation,) = [atom for atom in atoms_for(csg) if atom.kind == "relation"]
+    assert (relation.text, relation.expect_yes) == (question, not negated)
+
+
+def test_passive_with_plural_agent_agrees_with_it():
+    p = "a fish eaten by two cats"
+    csg = CSG(
+        p,
+        (entity(p, "fish", "fish"), entity(p, "two cats", "cat", count="2")),
+        (Relation(0, "eaten by", 1, span(p, "eaten by"), "causal"),),
+    )
+    assert questions(csg)["relation:0"] == "Are the cats eating the fish?"
+
+
+@pytest.mark.parametrize(
+    ("objects", "question"),
+    [
+        (("dog", "box"), "Is the cat between the dog and the box?"),
+        (("dog", "box", "tree"), "Is the cat between the dog, the box and the tree?"),
+    ],
+)
+def test_between_is_asked_once_with_all_its_objects(objects, question):
+    p = "a cat between a " + " and a ".join(objects)
+    ents = (entity(p, "cat", "cat"), *(entity(p, o, o) for o in objects))
+    relations = tuple(Relation(0, "between", i, span(p, "between")) for i in range(1, len(ents)))
+    got = questions(CSG(p, ents, relations))
+    assert got["relation:0"] == question
+    assert [key for key in got if key.startswith("relation")] == ["relation:0"]
+
+
+def test_between_groups_keep_other_relations_and_their_keys():
+    p = "a cat between a dog and a box on a rug"
+    ents = (entity(p, "cat", "cat"), entity(p, "dog", "dog"), entity(p, "box", "box"), entity(p, "rug", "rug"))
+    relations = (
+        Relation(0, "between", 1, span(p, "between")),
+        Relation(0, "between", 2, span(p, "between")),
+        Relation(2, "on", 3, span(p, "on")),
+    )
+    got = questions(CSG(p, ents, relations))
+    assert {k: v for k, v in got.items() if k.startswith("relation")} == {
+        "relation:0": "Is the cat between the dog and the box?",
+        "relation:2": "Is the box on the rug?",
+    }
+
+
+def test_negated_between_is_asked_once_expecting_no():
+    p = "a cat not between a dog and a box"
+    ents = (entity(p, "cat", "cat"), entity(p, "dog", "dog"), entity(p, "box", "box"))
+    relations = tuple(Relation(0, "between", i, span(p, "between"), negated=True) for i in (1, 2))
+    (relation,) = [atom for atom in atoms_for(CSG(p, ents, relations)) if atom.kind == "relation"]
+    assert (relation.text, relation.expect_yes) == ("Is the cat between the dog and the box?", False)
+
+
+def test_between_one_plural_object():
+    p = "a cat between two dogs"
+    csg = CSG(
+        p,
+        (entity(p, "cat", "cat"), entity(p, "two dogs", "dog", count="2")),
+        (Relation(0, "between", 1, span(p, "between")),),
+    )
+    assert questions(csg)["relation:0"] == "Is the cat between the dogs?"
+
+
+@pytest.mark.parametrize(
+    ("prompt", "predicate", "question"),
+    [
+        ("a glass full of water", "full of", "Is the glass full of water?"),
+        ("a glass into water", "into", "Is the glass in the water?"),
+        ("a glass onto water", "onto", "Is the glass on the water?"),
+        ("a glass through water", "through", "Is the glass moving through the water?"),
+        ("a glass is perched on water", "perched on", "Is the glass perched on the water?"),
+        ("a glass placed on water", "placed on", "Is the glass placed on the water?"),
+        ("a glass sat on water", "sat on", "Is the glass sitting on the water?"),
+        ("a glass rolls onto water", "rolls onto", "Is the glass rolling onto the water?"),
+        ("a glass lies on water", "lies on", "Is the glass lying on the water?"),
+        ("a glass sees water", "sees", "Does the glass see the water?"),
+    ],
+)
+def test_predicate_wordings_become_grammatical_questions(prompt, predicate, question):
+    csg = CSG(
+        prompt,
+        (entity(prompt, "glass", "glass"), entity(prompt, "water", "water")),
+        (Relation(0, predicate, 1, span(prompt, predicate)),),
+    )
+    assert questions(csg)["relation:0"] == question
+
+
+def test_plural_nouns_without_a_count_are_plural():
+    p = "there are more apples than oranges"
+    csg = CSG(
+        p,
+        (entity(p, "apples", "apple"), entity(p, "oranges", "orange")),
+        (Relation(0, "more than", 1, span(p, "more"), "comparative"),),
+    )
+    assert questions(csg) == {
+        "entity:0": "Are there apples in the image?",
+        "entity:1": "Are there oranges in the image?",
+        "relation:0": "Are there more apples than oranges?",
+    }
+
+
+def test_irregular_plurals_and_phrases_keep_their_words():
+    p = "two red cups of coffee near people"
+    csg = CSG(
+        p,
+        (entity(p, "two red cups of coffee", "cup", count="2", color="red"), entity(p, "people", "person")),
+        (Relation(0, "near", 1, span(p, "near")),),
+    )
+    assert questions(csg) == {
+        "entity:0": "Are there cups of coffee in the image?",
+        "entity:1": "Are there people in the image?",
+        "attribute:0:count": "Are there exactly 2 cups of coffee in the image?",
+        "attribute:0:color": "Are the cups of coffee red?",
+        "relation:0": "Are the red cups of coffee near the people?",
+    }
 
 
 def test_multi_word_prepositions_and_mass_nouns():

@@ -21,11 +21,17 @@ ATOM_KINDS = ("entity", "attribute", "relation", "effect")
 
 @dataclass(frozen=True)
 class Atom:
-    """One yes/no statement about an image, e.g. kind="relation", text="the ball is on the mirror"."""
+    """One yes/no statement about an image, e.g. kind="relation", text="the ball is on the mirror".
+
+    ``expect_yes`` is the answer that satisfies the prompt. It is False for negated statements asked
+    in the positive ("a cat not under the table" asks "Is the cat under the table?"): a judge that
+    reads ``text`` as a question then scores the atom by the probability of "no".
+    """
 
     kind: str
     text: str
     key: str = ""  # stable identifier, e.g. "relation:0" or "attribute:1:color"
+    expect_yes: bool = True
 
 
 @dataclass

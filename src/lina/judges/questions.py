@@ -1,10 +1,20 @@
 """Turn a CSG into yes/no questions (atoms) that a visual question-answering judge can score.
 
 One atom per checkable statement, in this order: each entity exists, each of its attributes holds,
-each relation holds, each implied physical effect is present. A "yes" always means the prompt is
-satisfied, negated relations included ("Is it true that the cat is not under the table?"). Keys are
-stable for a given CSG: ``entity:{i}``, ``attribute:{i}:{name}``, ``relation:{j}``,
-``effect:{k}`` (i, j, k index ``csg.entities``, ``csg.relations``, ``csg.effects``).
+each relation holds, each implied physical effect is present. Keys are stable for a given CSG:
+``entity:{i}``, ``attribute:{i}:{name}``, ``relation:{j}``, ``effect:{k}`` (i, j, k index
+``csg.entities``, ``csg.relations``, ``csg.effects``).
+
+Questions are always asked in the positive, because a VLM answers "Is the cat under the table?"
+more reliably than "Is it true that the cat is not under the table?". A negated relation is asked
+as its positive question with ``Atom.expect_yes=False``: the prompt is satisfied when the answer is
+"no". Every other atom has ``expect_yes=True``.
+
+Relations are asked in the active voice with the verb in its -ing form: "a snake eaten by a bird"
+and "a bird eats a snake" both ask "Is the bird eating the snake?" (``lina.prompts.relation_sense``
+tells the verb and whether the predicate is passive). Relations the parser splits per object
+("a cat between a dog and a box": "between" the dog, "between" the box) are asked once, with all
+their objects, under the key of the first of them ("Is the cat between the dog and the box?").
 
 Effects follow the convention "NAME of ENTITY 0 (in/from/on ENTITY 1)": ``reflection`` (object,
 mirror), ``shadow`` (object, light), ``contact`` (object, support), ``fill_level`` (content,
@@ -14,16 +24,22 @@ container; the level comes from a "more ... than" relation on the content when t
 from __future__ import annotations
 
 import re
+from functools import lru_cache
+
+import inflect
 
 from lina.judges.base import Atom
+from lina.prompts import RelationSense, relation_sense
 from lina.prompts.csg import CSG, Entity, Relation
+from lina.prompts.lexicon import PASSIVE_MARKERS, VERB_FORMS, singular
 
 # Attribute name -> question about one entity; any other attribute (color, size, state...) gets
 # GENERIC_ATTRIBUTE_QUESTION ("Is the ball red?"). Fields: {Be} ("Is"/"Are"), {ref} (the entity),
-# {value} (the attribute value), {material} (the value as a noun), {plural} (the plural noun).
+# {value} (the attribute value), {material} (the value as a noun), {plural} (the noun, plural when
+# the count is), {There} ("Is there"/"Are there").
 ATTRIBUTE_QUESTIONS: dict[str, str] = {
     "material": "{Be} {ref} made of {material}?",
-    "count": "Are there exactly {value} {plural} in the image?",
+    "count": "{There} exactly {value} {plural} in the image?",
 }
 GENERIC_ATTRIBUTE_QUESTION = "{Be} {ref} {value}?"
 
@@ -60,8 +76,39 @@ MASS_NOUNS = frozenset(
     air rain space light food bread rice hair""".split()
 )
 
-# Third-person verb forms whose -ing form the spelling rules below get wrong.
-IRREGULAR_GERUNDS: dict[str, str] = {"is": "being", "has": "having", "does": "doing", "goes": "going"}
+# Canonical relations the parser splits into one relation per object, asked once with all objects.
+GROUPED_RELATIONS = frozenset({"between"})
+
+# Prepositions of motion, reworded to follow "is": "water into a glass" asks "Is the water in the glass?".
+COPULAR_PREPOSITIONS: dict[str, str] = {
+    "into": "in", "onto": "on", "through": "moving through", "toward": "moving toward", "towards": "moving toward",
+}  # fmt: skip
+
+# Verbs whose past participle describes a state when a preposition follows: "a vase placed on a
+# table" asks "Is the vase placed on the table?" (a participle after "is"/"are" always does).
+STATE_PARTICIPLE_VERBS = frozenset(
+    "place perch stack balance hang lean prop cover fill wrap surround support hide light".split()
+)
+
+# Relations whose object is asked without an article when it is a mass noun or plural
+# ("Is the glass full of water?", not "... full of the water?").
+BARE_OBJECT_RELATIONS = frozenset({"full of", "empty of"})
+
+# Verbs that describe a state, asked "Does the dog see the cat?" rather than "Is the dog seeing...".
+STATIVE_VERBS = frozenset({"see", "contain", "have", "own", "resemble"})
+
+# Words around a predicate that are not part of it: copulas, auxiliaries, negations.
+COPULAS = frozenset("is are was were be been being am does do did".split())
+NEGATIONS = frozenset({"not", "never", "n't", "doesn't", "don't", "didn't", "isn't", "aren't"})
+
+# Verb forms whose -ing form neither the lexicon nor the spelling rules below get right.
+IRREGULAR_GERUNDS: dict[str, str] = {
+    "is": "being", "are": "being", "be": "being", "has": "having", "have": "having", "does": "doing",
+    "do": "doing", "goes": "going", "go": "going", "dies": "dying", "ties": "tying", "panic": "panicking",
+}  # fmt: skip
+
+# Base form -> -ing form, for every verb of the parser's lexicon ("lie" -> "lying", "sit" -> "sitting").
+LEXICON_GERUNDS: dict[str, str] = {base: form for form, (base, names) in VERB_FORMS.items() if "ing" in names}
 
 
 def atoms_for(csg: CSG) -> list[Atom]:
@@ -70,8 +117,9 @@ def atoms_for(csg: CSG) -> list[Atom]:
     for i, entity in enumerate(csg.entities):
         for name, value in entity.attributes.items():
             atoms.append(Atom("attribute", _attribute_question(csg, i, name, value), f"attribute:{i}:{name}"))
-    for j, relation in enumerate(csg.relations):
-        atoms.append(Atom("relation", _relation_question(csg, relation), f"relation:{j}"))
+    for j, objects in _relation_groups(csg).items():
+        question, expect_yes = _relation_question(csg, csg.relations[j], objects)
+        atoms.append(Atom("relation", question, f"relation:{j}", expect_yes))
     for k, effect in enumerate(csg.effects):
         name = EFFECT_ALIASES.get(effect.name, effect.name)
         atoms.append(Atom("effect", _effect_question(csg, name, effect.entities), f"effect:{k}"))
@@ -85,32 +133,51 @@ def _words(text: str) -> list[str]:
     return text.lower().split()
 
 
+def _head_index(words: list[str], head: str) -> int | None:
+    """Where the entity's head noun stands in ``words``, in whichever number ("balls" for "ball")."""
+    head = head.lower()
+    for i, word in enumerate(words):
+        if word == head or singular(word) == head:
+            return i
+    return None
+
+
 def _is_plural(entity: Entity) -> bool:
+    """Whether the prompt names several: a count above one, or a plural noun ("apples", "people")."""
     count = entity.attributes.get("count")
-    return count is not None and count.lower() not in SINGULAR_COUNTS
+    if count is not None:
+        return count.lower() not in SINGULAR_COUNTS
+    words = _words(entity.text)
+    i = _head_index(words, entity.head)
+    return i is not None and words[i] != entity.head.lower() and singular(words[i]) == entity.head.lower()
+
+
+@lru_cache(maxsize=1)
+def _inflect_engine() -> inflect.engine:
+    return inflect.engine()
 
 
 def _pluralize(noun: str) -> str:
-    if noun.endswith("s") and not noun.endswith("ss"):
+    if singular(noun) != noun:
         return noun  # already plural
-    if noun.endswith(("ss", "sh", "ch", "x", "z")):
-        return noun + "es"
-    if noun.endswith("y") and noun[-2:-1] not in ("a", "e", "i", "o", "u"):
-        return noun[:-1] + "ies"
-    return noun + "s"
+    return _inflect_engine().plural_noun(noun) or noun
 
 
-def _noun_phrase(entity: Entity, *, keep_attributes: bool) -> str:
-    """The entity's words without determiners or counts (and without its attribute values unless kept)."""
+def _noun_phrase(entity: Entity, *, keep_attributes: bool, plural: bool | None = None) -> str:
+    """The entity's words without determiners or counts (and without its attribute values unless kept).
+
+    The head noun is plural when ``plural`` says so, or when the prompt's is if ``plural`` is None.
+    """
     drop = set(DETERMINERS) | COUNT_WORDS
     if not keep_attributes:
         values = {word for value in entity.attributes.values() for word in _words(value)}
         drop |= values | {adjective for adjective, noun in MATERIAL_NOUNS.items() if noun in values}
     words = [w for w in _words(entity.text) if w not in drop and not w.isdigit()]
-    if not words or entity.head.lower() not in words:
-        words = [entity.head.lower()]
-    if _is_plural(entity):
-        words[-1] = _pluralize(words[-1])
+    head = _head_index(words, entity.head)
+    if head is None:
+        words, head = [entity.head.lower()], 0
+    if _is_plural(entity) if plural is None else plural:
+        words[head] = _pluralize(words[head])
     return " ".join(words)
 
 
@@ -161,11 +228,37 @@ def _attribute_question(csg: CSG, index: int, name: str, value: str) -> str:
         ref=f"the {noun}",
         value=value,
         material=MATERIAL_NOUNS.get(value.lower(), value),
-        plural=_pluralize(noun),
+        plural=noun,
+        There="Are there" if _is_plural(entity) else "Is there",
     )
 
 
 # ---------------------------------------------------------------- relations
+
+
+def _relation_groups(csg: CSG) -> dict[int, list[int]]:
+    """Relation index -> its objects, for the relations that get a question of their own.
+
+    A relation whose sense is in ``GROUPED_RELATIONS`` takes the objects of every later relation
+    with the same subject, sense and negation ("between" the dog, "between" the box), which then
+    get no question.
+    """
+    groups: dict[int, list[int]] = {}
+    first_of: dict[tuple[int, str, bool], int] = {}
+    for j, relation in enumerate(csg.relations):
+        words, negated = _predicate(relation)
+        sense = relation_sense(" ".join(words))
+        objects = [] if relation.object is None else [relation.object]
+        if sense is None or sense.canonical not in GROUPED_RELATIONS or not objects:
+            groups[j] = objects
+            continue
+        key = (relation.subject, sense.canonical, negated)
+        if key in first_of:
+            groups[first_of[key]] += objects
+        else:
+            first_of[key] = j
+            groups[j] = objects
+    return groups
 
 
 def _gerund(verb: str) -> str:
@@ -173,6 +266,8 @@ def _gerund(verb: str) -> str:
     verb = verb.lower()
     if verb in IRREGULAR_GERUNDS:
         return IRREGULAR_GERUNDS[verb]
+    if verb in VERB_FORMS and VERB_FORMS[verb][0] in LEXICON_GERUNDS:
+        return LEXICON_GERUNDS[VERB_FORMS[verb][0]]
     if verb.endswith("ing"):
         return verb
     if verb.endswith("ies") and len(verb) > 4:
@@ -193,40 +288,91 @@ def _gerund(verb: str) -> str:
 
 
 def _predicate(relation: Relation) -> tuple[list[str], bool]:
-    """The predicate's words without copula or negation, and whether the relation is negated."""
+    """The predicate's words without copula, auxiliary or negation, and whether the relation is negated."""
     words = [w for w in _words(relation.predicate) if w not in ("...", "…")]
     negated = relation.negated
-    while words and words[0] in ("is", "are", "be", "not"):
-        negated = negated or words[0] == "not"
+    while words and (words[0] in COPULAS or words[0] in NEGATIONS):
+        negated = negated or words[0] in NEGATIONS
         words = words[1:]
     return words, negated
 
 
-def _relation_question(csg: CSG, relation: Relation) -> str:
-    subject = csg.entities[relation.subject]
+def _join(items: list[str]) -> str:
+    """ "a", "a and b", "a, b and c"."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _relation_question(csg: CSG, relation: Relation, objects: list[int]) -> tuple[str, bool]:
+    """The positive question for ``relation`` (about all of ``objects``), and whether "yes" satisfies it."""
     words, negated = _predicate(relation)
     if not words:
         raise ValueError(f"relation {relation} has no predicate words")
-    if words[0] in COMPARATIVE_QUANTIFIERS and relation.object is not None:
+    subject_index = relation.subject
+    sense = relation_sense(" ".join(words))
+    if words[0] in COMPARATIVE_QUANTIFIERS and objects:
         # "more dirt than empty space": a statement about quantities, not about the subject.
-        be = "are" if _is_plural(subject) else "is"
-        subject_text = "there"
-        more, less = (_noun_phrase(csg.entities[i], keep_attributes=True) for i in (relation.subject, relation.object))
-        rest = f"{words[0]} {more} than {less}"
+        more, less = (_quantity(csg.entities[i]) for i in (subject_index, objects[0]))
+        there = "Is there" if csg.entities[subject_index].head.lower() in MASS_NOUNS else "Are there"
+        return f"{there} {words[0]} {more} than {less}?", not negated
+    if sense is not None and sense.passive and len(objects) == 1:
+        # "a snake eaten by a bird": asked in the active voice, "Is the bird eating the snake?".
+        subject_index, objects = objects[0], [subject_index]
+        words = [words[0]]
+    subject = csg.entities[subject_index]
+    references = [_object_reference(csg, i, sense) for i in objects]
+    if _is_copular(csg, relation, words):
+        words = [COPULAR_PREPOSITIONS.get(words[0], words[0]), *words[1:]]
+        question = f"{_be(subject)} {_reference(csg, subject_index)} {' '.join(words)}"
     else:
-        be = _be(subject).lower()
-        subject_text = _reference(csg, relation.subject)
-        if not _is_copular(relation, words):
-            words = [_gerund(words[0]), *words[1:]]
-        rest = " ".join(words) + ("" if relation.object is None else " " + _reference(csg, relation.object))
-    if negated:
-        return f"Is it true that {subject_text} {be} not {rest}?"
-    return f"{be.capitalize()} {subject_text} {rest}?"
+        base = VERB_FORMS[words[0]][0] if words[0] in VERB_FORMS else None
+        if base in STATIVE_VERBS:
+            does = "Do" if _is_plural(subject) else "Does"
+            question = f"{does} {_reference(csg, subject_index)} {' '.join([base, *words[1:]])}"
+        else:
+            question = f"{_be(subject)} {_reference(csg, subject_index)} {' '.join([_gerund(words[0]), *words[1:]])}"
+    if references:
+        question += " " + _join(references)
+    return question + "?", not negated
 
 
-def _is_copular(relation: Relation, words: list[str]) -> bool:
-    """Whether the predicate follows "is" as it stands ("on", "bigger than") rather than as a verb."""
-    return words[0] in PREPOSITIONS or "than" in words or relation.kind == "comparative"
+def _quantity(entity: Entity) -> str:
+    """The entity as an amount: "dirt", "empty space", "apples" (countable nouns always plural)."""
+    return _noun_phrase(entity, keep_attributes=True, plural=entity.head.lower() not in MASS_NOUNS)
+
+
+def _object_reference(csg: CSG, index: int, sense: RelationSense | None) -> str:
+    """The relation's object made definite, or bare where the relation wants it ("full of water")."""
+    entity = csg.entities[index]
+    canonical = sense.canonical if sense is not None else ""
+    if canonical in BARE_OBJECT_RELATIONS and (_is_plural(entity) or entity.head.lower() in MASS_NOUNS):
+        return _noun_phrase(entity, keep_attributes=True)
+    return _reference(csg, index)
+
+
+def _is_copular(csg: CSG, relation: Relation, words: list[str]) -> bool:
+    """Whether the predicate follows "is" as it stands ("on", "full of", "bigger than") rather than as a verb.
+
+    So does a participle describing a state ("perched on", "placed on"), and a past participle
+    followed by "by"/"with" that the lexicon does not know ("Is the mouse nibbled by the cat?").
+    """
+    if words[0] in VERB_FORMS:
+        return _is_state_participle(csg, relation, words)
+    if words[0] in PREPOSITIONS or "than" in words or relation.kind == "comparative":
+        return True
+    sense = relation_sense(" ".join(words))
+    if sense is not None and sense.kind == "spatial":
+        return True  # "full of", "close by"
+    return len(words) == 2 and words[1] in PASSIVE_MARKERS and words[0].endswith(("ed", "en", "wn"))
+
+
+def _is_state_participle(csg: CSG, relation: Relation, words: list[str]) -> bool:
+    """ "perched on" after "is", or "placed on" anywhere: a participle followed by a preposition."""
+    base, forms = VERB_FORMS[words[0]]
+    if "participle" not in forms or forms & {"base", "3sg"} or len(words) < 2 or words[1] in PASSIVE_MARKERS:
+        return False
+    before = _words(csg.prompt[: relation.span[0]])[-1:]
+    after_be = bool(before) and before[0] in COPULAS - {"does", "do", "did"}
+    return after_be or base in STATE_PARTICIPLE_VERBS
 
 
 # ---------------------------------------------------------------- effects

@@ -8,6 +8,9 @@ logits over the whole vocabulary, the score is
     P(yes) / (P(yes) + P(no)),  P(yes) = p["Yes"] + p["yes"],  P(no) = p["No"] + p["no"]
 
 (VQAScore / TIFA style): a probability in [0, 1] that ignores whatever mass goes to other tokens.
+An atom whose satisfying answer is "no" (``Atom.expect_yes`` False: a negated relation asked in the
+positive, "Is the cat under the table?" for "a cat not under the table") scores 1 - P(yes)/(P(yes) +
+P(no)), so that for every atom a high score means the prompt is satisfied.
 Pairs are batched with left padding, so every row's last position is its next-token position and a
 pair scores the same whether it runs alone or in a batch (up to float rounding).
 
@@ -108,17 +111,22 @@ class VlmJudge:
         return cls(model, tokenizer, image_processor, threshold=threshold, batch_size=batch_size)
 
     def judge(self, images: Sequence[Image.Image], csgs: Sequence[CSG]) -> list[Judgement]:
-        """One judgement per image: every atom of its CSG scored, passed = all atoms >= threshold."""
+        """One judgement per image: every atom of its CSG scored, passed = all atoms >= threshold.
+
+        An atom scores P(yes) to its question, or 1 - P(yes) when ``atom.expect_yes`` is False.
+        """
         _check_same_length(images, csgs, "csgs")
         atoms = [atoms_for(csg) for csg in csgs]
         pairs = [(image, atom.text) for image, image_atoms in zip(images, atoms) for atom in image_atoms]
-        scores = iter(self.score_questions([image for image, _ in pairs], [question for _, question in pairs]))
-        return [
-            Judgement.from_atoms(
-                [AtomResult(atom, score, score >= self.threshold) for atom, score in zip(image_atoms, scores)]
-            )
-            for image_atoms in atoms
-        ]
+        yes = iter(self.score_questions([image for image, _ in pairs], [question for _, question in pairs]))
+        judgements = []
+        for image_atoms in atoms:
+            results = []
+            for atom, p_yes in zip(image_atoms, yes):
+                score = p_yes if atom.expect_yes else 1.0 - p_yes
+                results.append(AtomResult(atom, score, score >= self.threshold))
+            judgements.append(Judgement.from_atoms(results))
+        return judgements
 
     def score_pairs(self, images: Sequence[Image.Image], captions: Sequence[str]) -> list[float]:
         """Image-text match: P(yes) to "Does this image show: CAPTION?" for each (image, caption) pair."""
