@@ -226,3 +226,65 @@ def tiny_flux_pipeline(seed: int = 0, words: Iterable[str] = BASE_WORDS, guidanc
         text_encoder_2=enc_t5,
         tokenizer_2=tok_t5,
     )
+
+
+def _tiny_wan_transformer(seed: int, text_dim: int, latent_channels: int):
+    from diffusers import WanTransformer3DModel
+
+    torch.manual_seed(seed)
+    return WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=latent_channels,
+        out_channels=latent_channels,
+        text_dim=text_dim,
+        freq_dim=32,
+        ffn_dim=32,
+        num_layers=2,
+        rope_max_seq_len=32,
+    ).eval()
+
+
+def tiny_wan_pipeline(
+    seed: int = 0,
+    words: Iterable[str] = BASE_WORDS,
+    two_experts: bool = False,
+    boundary_ratio: float = 0.875,
+    flow_shift: float = 3.0,
+    expand_timesteps: bool = False,
+):
+    """A ``WanPipeline`` (umT5 encoder, causal video VAE, flow-matching UniPC) of toy size.
+
+    ``two_experts`` builds the Wan2.2-A14B layout: a high-noise ``transformer`` and a low-noise
+    ``transformer_2`` (different random weights) switched at ``boundary_ratio * num_train_timesteps``.
+    ``expand_timesteps`` is the Wan2.2-TI2V-5B convention (one timestep per latent token).
+    """
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline
+
+    latent_channels, text_dim = 4, 32
+    tokenizer = tiny_umt5_tokenizer(words)
+    text_encoder = _t5_encoder(len(tokenizer), text_dim, seed + 3, umt5=True)
+    transformer = _tiny_wan_transformer(seed, text_dim, latent_channels)
+    transformer_2 = _tiny_wan_transformer(seed + 5, text_dim, latent_channels) if two_experts else None
+    torch.manual_seed(seed + 4)
+    vae = AutoencoderKLWan(
+        base_dim=4,
+        z_dim=latent_channels,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+        latents_mean=[0.0] * latent_channels,
+        latents_std=[1.0] * latent_channels,
+    ).eval()
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=flow_shift)
+    return WanPipeline(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        scheduler=scheduler,
+        transformer=transformer,
+        transformer_2=transformer_2,
+        boundary_ratio=boundary_ratio if two_experts else None,
+        expand_timesteps=expand_timesteps,
+    )

@@ -8,10 +8,12 @@ window is a fraction of the *steps*. When the window crosses the boundary, the c
 simply continues with whichever expert owns each step (same ``beta``, that expert's CFG scale); an
 amplified time shift keeps more steps at high noise and so moves the switch to a later step.
 
-Sizes follow ``WanPipeline``: ``num_frames`` not of the form ``4k + 1`` is rounded down to it (with a
-logged warning) and height/width are rounded down to the patch grid. The base shift should match the
-resolution (``flow_shift`` 3.0 at 480p, 5.0 at 720p, see :func:`recommended_flow_shift`); the
-causality-aware schedule multiplies whatever shift the scheduler is configured with.
+Sizes follow ``WanPipeline``: ``num_frames`` not of the form ``4k + 1`` becomes
+``4 (num_frames // 4) + 1`` (7 -> 5, 8 -> 9; a logged warning says so) and height/width are rounded
+down to the patch grid. The base shift should match the resolution, smaller videos taking smaller
+shifts (``flow_shift`` 3.0 at 480p, 5.0 at 720p: :func:`recommended_flow_shift`); the causality-aware
+schedule multiplies whatever shift the scheduler is configured with (``flow_shift`` for UniPC on flow
+sigmas as the checkpoints ship, ``shift`` for ``FlowMatchEulerDiscreteScheduler``).
 """
 
 from __future__ import annotations
@@ -156,12 +158,12 @@ class WanAdapter(FamilyAdapter):
 
 
 def _round_num_frames(num_frames: int, temporal_factor: int) -> int:
-    """Wan's causal VAE decodes ``temporal_factor * k + 1`` frames; others round down, as ``WanPipeline`` does."""
+    """Wan's causal VAE makes ``temporal_factor * k + 1`` frames; other counts are rounded as ``WanPipeline`` does."""
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     if num_frames % temporal_factor != 1:
         rounded = num_frames // temporal_factor * temporal_factor + 1
-        logger.warning("LINA: Wan makes %d k + 1 frames; rounding num_frames=%d down to %d.",
+        logger.warning("LINA: Wan makes %d k + 1 frames; rounding num_frames=%d to %d as WanPipeline does.",
                        temporal_factor, num_frames, rounded)
         return rounded
     return num_frames

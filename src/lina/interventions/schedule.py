@@ -19,14 +19,18 @@ def amplified_shift(
 ) -> tuple[dict, float | None]:
     """Scheduler config overrides and ``mu`` that multiply the effective time shift by ``gain``.
 
-    Static shifting scales ``shift``; dynamic shifting scales the odds through ``mu``:
-    ``mu + log(gain)`` for the exponential form (FLUX, SD3 with dynamic shifting), ``mu * gain`` for
-    the linear form.
+    Static shifting scales the scheduler's shift: ``flow_shift`` for multistep schedulers run on flow
+    sigmas (UniPC / DPM-Solver with ``use_flow_sigmas``, as Wan ships them), ``shift`` for the
+    flow-matching schedulers. Dynamic shifting scales the odds through ``mu``: ``mu + log(gain)`` for
+    the exponential form (FLUX, SD3 with dynamic shifting), ``mu * gain`` for the linear form.
     """
     if gain == 1.0:
         return {}, mu
     if not config.get("use_dynamic_shifting", False):
-        return {"shift": float(config.get("shift", 1.0)) * gain}, mu
+        key = "flow_shift" if config.get("use_flow_sigmas", False) else "shift"
+        if key not in config:
+            raise ValueError("the scheduler has no flow-matching time shift (`shift`, or `flow_shift` with flow sigmas)")
+        return {key: float(config[key]) * gain}, mu
     if mu is None:
         raise ValueError("dynamic time shifting needs `mu` to amplify the shift")
     if config.get("time_shift_type", "exponential") == "linear":
