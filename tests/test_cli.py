@@ -50,3 +50,20 @@ def test_eval_testbed_end_to_end_and_resume(sd3_path, tmp_path):
 def test_eval_needs_strengths_or_an_aim(tmp_path):
     result = runner.invoke(app, ["eval", "--benchmark", "testbed", "--out", str(tmp_path)])
     assert isinstance(result.exception, ValueError) and "--aim" in str(result.exception)
+
+
+def test_generate_video_writes_a_clip_and_a_frame_strip(tmp_path):
+    from lina.testing import tiny_wan_pipeline
+
+    model = tmp_path / "tiny-wan"
+    tiny_wan_pipeline().save_pretrained(model)
+    out = tmp_path / "beach.mp4"
+    result = runner.invoke(app, ["generate", "a person close to the water and in the sand", "--model", str(model),
+                                 "--video", "--frames", "5", "--steps", "2", "--height", "32", "--width", "32",
+                                 "--out", str(out), "--device", "cpu", "--compare"])
+    assert result.exit_code == 0, result.output
+    clips = sorted(p.name for p in tmp_path.iterdir() if p.stem.startswith("beach") and p.suffix != ".png")
+    assert clips in (["beach.baseline.mp4", "beach.mp4"], ["beach.baseline.webp", "beach.webp"],
+                     ["beach.baseline.gif", "beach.gif"])
+    strip = Image.open(out.with_suffix(".png"))
+    assert strip.width >= 2 * 3 * 32  # baseline and LINA strips, three frames each

@@ -45,6 +45,10 @@ def generate(
     height: Annotated[Optional[int], typer.Option(help="Image height in pixels.")] = None,
     width: Annotated[Optional[int], typer.Option(help="Image width in pixels.")] = None,
     compare: Annotated[bool, typer.Option(help="Write baseline and LINA side by side.")] = False,
+    video: Annotated[bool, typer.Option(help="Video model (Wan): write --out as MP4 (WebP/GIF without ffmpeg) "
+                                             "plus a first/middle/last frame strip PNG.")] = False,
+    frames: Annotated[Optional[int], typer.Option(help="Video frames (4k+1 for Wan).")] = None,
+    fps: Annotated[int, typer.Option(help="Video frames per second.")] = 16,
     dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
     device: Annotated[Optional[str], typer.Option(help="cuda, mps or cpu (default: the best available).")] = None,
 ) -> None:
@@ -58,21 +62,41 @@ def generate(
                                   shift_gain=shift_gain, contrast_prompt=contrast_prompt)
     lina = LinaPipeline.from_pipe(_load(model, dtype, device))
     kwargs = dict(num_inference_steps=steps, guidance_scale=guidance, height=height, width=width)
+    if video:
+        kwargs["num_frames"] = frames
+    elif frames is not None:
+        raise ValueError("--frames needs --video")
 
     def run(setting):
         return lina(prompt, setting, generator=torch.Generator().manual_seed(seed), **kwargs)
 
     result = run(interventions)
-    image = result.images[0]
-    if compare:
-        from lina.images import side_by_side
-
-        image = side_by_side([run(None).images[0], image], ["baseline", "LINA"])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    image.save(out)
     csg = result.csgs[0]
     if csg is not None:
         typer.echo(str(csg))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    baseline = run(Interventions()).images[0] if compare else None
+    if video:
+        from lina.images import side_by_side
+        from lina.video import frame_strip, write_video
+
+        clip = result.frames[0]
+        written = [write_video(clip, out, fps=fps)]
+        strip = frame_strip(clip)
+        if baseline is not None:
+            written.append(write_video(baseline, out.with_name(out.stem + ".baseline" + out.suffix), fps=fps))
+            strip = side_by_side([frame_strip(baseline), strip], ["baseline", "LINA"])
+        strip_path = out.with_suffix(".png")
+        strip.save(strip_path)
+        written.append(strip_path)
+        typer.echo("wrote " + ", ".join(str(p) for p in written))
+        return
+    image = result.images[0]
+    if baseline is not None:
+        from lina.images import side_by_side
+
+        image = side_by_side([baseline, image], ["baseline", "LINA"])
+    image.save(out)
     typer.echo(f"wrote {out}")
 
 
