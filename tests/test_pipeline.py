@@ -154,3 +154,9 @@ def test_unsupported_pipeline_lists_supported_families():
 def test_sd3_rejects_true_cfg(sd3_pipe):
     with pytest.raises(ValueError, match="true_cfg_scale"):
         _lina(sd3_pipe, Interventions(contrast=1.0), true_cfg_scale=2.0)
+
+
+def test_empty_contrast_is_extra_classifier_free_guidance(sd3_pipe):
+    """Contrast against the empty prompt over the whole trajectory = CFG with scale w + beta."""
+    control = _lina(sd3_pipe, Interventions(contrast=2.0, contrast_window=1.0, contrast_prompt="empty"), guidance_scale=3.0)
+    assert np.allclose(control, _plain(sd3_pipe, guidance_scale=5.0), atol=1e-5)

@@ -162,7 +162,9 @@ class LinaPipeline:
         for csg in csgs:
             assert csg is not None
             text = csg.neutral_prompt
-            if setting.contrast_prompt == "counterfactual":
+            if setting.contrast_prompt == "empty":
+                text = ""
+            elif setting.contrast_prompt == "counterfactual":
                 if csg.counterfactual_prompt:
                     text = csg.counterfactual_prompt
                 else:

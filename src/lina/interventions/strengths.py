@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-CONTRAST_PROMPTS = ("neutral", "counterfactual")
+CONTRAST_PROMPTS = ("neutral", "counterfactual", "empty")
 
 # Valid range of every numeric strength: (low, high). The neutral value of each is documented on the field.
 RANGES: dict[str, tuple[float, float]] = {
@@ -28,7 +28,9 @@ class Interventions:
     shift_gain: factor k on the flow-matching time shift, ``s -> k * s`` (1 = off); spends more of the
         step budget at high noise, where the scene's causal structure forms.
     contrast_prompt: the negative of the contrast: ``"neutral"`` (the entities with the relations
-        removed) or ``"counterfactual"`` (each relation reversed: subject and object swapped).
+        removed), ``"counterfactual"`` (each relation reversed: subject and object swapped), or
+        ``"empty"`` (the empty prompt: the same extra guidance carrying no relation information, a
+        guidance-only control for ablations).
     step_share: explicit sigma reallocation; the share of the step budget spent in the first
         ``contrast_window`` of the trajectory (None = off; equal to contrast_window is the identity).
     """
