@@ -1,0 +1,20 @@
+"""LISA (Likelihood Score Alignment): a training regulariser for ControlNet-style side networks.
+
+The side network's feature entering one of its zero-initialised output projections is decoded into
+the main network's output space and regressed onto r = y - p_base, the part of the target the
+frozen main network misses without the side residuals. ``LisaRegularizer`` is the whole objective
+and plugs into any loop::
+
+    lisa = LisaRegularizer(controlnet, unet, DDPMScheduler.from_pretrained(path, subfolder="scheduler"),
+                           hook_layer="down_5", weight=0.2, regularize_fraction=0.25)
+    optimizer = torch.optim.AdamW(lisa.parameters(), lr=1e-5)   # side network + decoder
+    losses = lisa(latents, control_image, {"encoder_hidden_states": prompt_embeds})
+    losses.total.backward()                                      # also: losses.diffusion, .lisa, .target_norm
+
+``lina.lisa.trainer.train`` (CLI: ``lina lisa train``) is a complete accelerate trainer. The decoder
+is for training only; the side network saves and loads with ``save_pretrained``/``from_pretrained``.
+"""
+
+from lina.lisa.regularizer import FeatureHook, LisaLosses, LisaRegularizer, hook_layers
+
+__all__ = ["FeatureHook", "LisaLosses", "LisaRegularizer", "hook_layers"]
