@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -48,20 +47,27 @@ def run_once(pipe, mode: str, steps: int, size: int, interventions: Intervention
     return time.perf_counter() - start
 
 
+def _rss_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
 def child(mode: str, args) -> None:
+    """Peak memory of one generation above the memory held before it (weights, libraries)."""
     torch.set_num_threads(args.threads)
     pipe = build(args.device)
     interventions = Interventions(token_scale=1.8, contrast=3.0, contrast_window=args.window, shift_gain=2.0)
-    run_once(pipe, mode, args.steps, args.size, interventions)  # warm-up
     if args.device == "cuda":
+        run_once(pipe, mode, args.steps, args.size, interventions)  # warm-up
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
         run_once(pipe, mode, args.steps, args.size, interventions)
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
+        total = torch.cuda.max_memory_allocated()
+    else:  # resident set: before any generation, and its high-water mark after
+        base = _rss_kib("VmRSS") * 1024
         run_once(pipe, mode, args.steps, args.size, interventions)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"peak_bytes": peak}))
+        total = _rss_kib("VmHWM") * 1024
+    print(json.dumps({"peak_bytes": total, "extra_bytes": total - base}))
 
 
 def main() -> None:
@@ -95,15 +101,18 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--child", mode, "--window", str(window), "--steps", str(args.steps),
                    "--size", str(args.size), "--threads", str(args.threads), "--device", args.device]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
-            peaks[mode] = json.loads(out)["peak_bytes"]
+            peaks[mode] = json.loads(out)
         plain_t, lina_t = statistics.median(times["plain"]), statistics.median(times["lina"])
-        rows.append((window, plain_t, lina_t, lina_t / plain_t, 1 + window / 2, peaks["lina"] / peaks["plain"]))
+        rows.append((window, plain_t, lina_t, lina_t / plain_t, 1 + window / 2,
+                     peaks["lina"]["peak_bytes"] / peaks["plain"]["peak_bytes"],
+                     peaks["lina"]["extra_bytes"] / max(peaks["plain"]["extra_bytes"], 1)))
 
     print(f"device={args.device} threads={args.threads} size={args.size} steps={args.steps} repeats={args.repeats}")
-    print("| window f | plain s | LINA s | time ratio | floor 1+f/2 | target | peak-memory ratio |")
-    print("|---|---|---|---|---|---|---|")
-    for window, plain_t, lina_t, ratio, floor, mem in rows:
-        print(f"| {window:.2f} | {plain_t:.3f} | {lina_t:.3f} | {ratio:.3f} | {floor:.3f} | <= {floor + 0.03:.3f} | {mem:.3f} |")
+    print("| window f | plain s | LINA s | time ratio | floor 1+f/2 | target | peak-memory ratio | ratio of memory above weights |")
+    print("|---|---|---|---|---|---|---|---|")
+    for window, plain_t, lina_t, ratio, floor, mem, extra in rows:
+        print(f"| {window:.2f} | {plain_t:.3f} | {lina_t:.3f} | {ratio:.3f} | {floor:.3f} | <= {floor + 0.03:.3f} "
+              f"| {mem:.3f} | {extra:.3f} |")
 
 
 if __name__ == "__main__":
