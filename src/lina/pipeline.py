@@ -202,20 +202,23 @@ class LinaPipeline:
     ):
         adapter = self.adapter
         batch = len(prompts)
-        cond = adapter.encode(prompts, max_len)
+        has_uncond = plan.uncond_prompt is not None
+        uncond_texts = _broadcast(plan.uncond_prompt, batch, "negative_prompt") if has_uncond else []
+        if setting.uses_contrast:  # one encoder pass for every branch
+            texts = prompts + uncond_texts + self._negative_prompts(csgs, setting)
+            encoded = adapter.encode(texts, max_len)
+            parts = [encoded[i * batch : (i + 1) * batch] for i in range(len(texts) // batch)]
+        else:  # the plain pipeline's calls, so that neutral strengths reproduce it exactly
+            parts = [adapter.encode(prompts, max_len)] + ([adapter.encode(uncond_texts, max_len)] if has_uncond else [])
+        cond = parts[0]
         if setting.uses_tokens:
             cond = self._scale_relation_tokens(cond, prompts, csgs, setting.token_scale, max_len)
-        branches = [cond.repeat_interleave(num_images)]
-        if plan.uncond_prompt is not None:
-            uncond_texts = _broadcast(plan.uncond_prompt, batch, "negative_prompt")
-            branches.insert(0, adapter.encode(uncond_texts, max_len).repeat_interleave(num_images))
-        plain = Conditioning.cat(branches)
+        branches = [parts[1], cond] if has_uncond else [cond]  # the order the combination below expects
+        plain = Conditioning.cat([b.repeat_interleave(num_images) for b in branches])
         contrast = ContrastiveGuidance(setting.contrast, setting.contrast_window)
         with_negative = plain
         if setting.uses_contrast:
-            negative = adapter.encode(self._negative_prompts(csgs, setting), max_len)
-            with_negative = Conditioning.cat([plain, negative.repeat_interleave(num_images)])
-        has_uncond = plan.uncond_prompt is not None
+            with_negative = Conditioning.cat([plain, parts[-1].repeat_interleave(num_images)])
 
         init = adapter.prepare_latents(
             batch * num_images, height, width, cond.embeds.dtype, generator, latents, num_frames=num_frames

@@ -42,6 +42,10 @@ class Conditioning:
     def __len__(self) -> int:
         return self.embeds.shape[0]
 
+    def __getitem__(self, rows: slice) -> Conditioning:
+        pooled = None if self.pooled is None else self.pooled[rows]
+        return Conditioning(self.embeds[rows], pooled, self.extras)
+
     def repeat_interleave(self, n: int) -> Conditioning:
         if n == 1:
             return self
