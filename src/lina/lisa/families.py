@@ -205,7 +205,14 @@ class StableDiffusion3Family(_FlowMatchingFamily):
         return TokenScoreDecoder(side.inner_dim, main.out_channels, main.config.patch_size, width)
 
     def new_side_network(self, main, vae_scale_factor, layers):
-        return SD3ControlNetModel.from_transformer(main, num_layers=layers, num_extra_conditioning_channels=0)
+        # The main network's last block only updates the image stream (context_pre_only), unlike every
+        # ControlNet block, so a copy covers at most the blocks before it.
+        most = main.config.num_layers - 1
+        if layers is not None and layers > most:
+            raise ValueError(f"an SD3 ControlNet copies at most {most} blocks of this transformer, got {layers}")
+        return SD3ControlNetModel.from_transformer(
+            main, num_layers=most if layers is None else layers, num_extra_conditioning_channels=0
+        )
 
     def check_pair(self, side, main):
         if side.pos_embed is None or side.context_embedder is None:

@@ -133,8 +133,10 @@ class _Conditioner:
         self.pixel_condition = family.name == "sd" or getattr(side, "input_hint_block", None) is not None
 
     def _latents(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Posterior means: deterministic, and the same latents the main network was trained on even
+        when the VAE's posterior is wide (small VAEs trained with little KL weight)."""
         vae = self.pipeline.vae
-        encoded = vae.encode((pixels * 2 - 1).to(self.device, self.dtype)).latent_dist.sample()
+        encoded = vae.encode((pixels * 2 - 1).to(self.device, self.dtype)).latent_dist.mode()
         return ((encoded - (vae.config.shift_factor or 0.0)) * vae.config.scaling_factor).float()
 
     def _text(self, captions: list[str]) -> dict[str, torch.Tensor]:
