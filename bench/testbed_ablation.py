@@ -53,7 +53,8 @@ def main() -> None:
     from lina.benchmarks.testbed import world_items
     from lina.judges.testbed import TestbedJudge
     from lina.pipeline import LinaPipeline
-    from lina.world.model import DEFAULT_SETTINGS, load_testbed_pipeline
+    from lina.benchmarks.demo import DEFAULT_SETTINGS
+    from lina.world.model import load_testbed_pipeline
 
     pipe = load_testbed_pipeline(args.model)
     pipe.set_progress_bar_config(disable=True)

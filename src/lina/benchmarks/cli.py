@@ -106,6 +106,10 @@ def evaluate(
     setting = NEUTRAL.replace(**fixed) if fixed else None
     kwargs = {k: v for k, v in dict(num_inference_steps=steps, guidance_scale=guidance, height=height,
                                     width=width).items() if v is not None}
+    if model == "testbed":
+        from lina.benchmarks.demo import DEFAULT_SETTINGS
+
+        kwargs = {**DEFAULT_SETTINGS, **kwargs}
     judge_obj = load_judge(judge, judge_model, device=device or state.device.type)
     run_eval(items, make_generate_fn(lina, setting, **kwargs), judge_obj, out, seeds=range(seeds), methods=METHODS,
              shard_index=state.process_index, num_shards=state.num_processes)

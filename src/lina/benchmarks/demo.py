@@ -17,7 +17,12 @@ from typing import Any
 from lina.benchmarks.metrics import bootstrap_ci
 from lina.interventions.strengths import Interventions
 
+from lina.world.model import DEFAULT_CHECKPOINT, MAX_SEQUENCE_LENGTH
+
 SPLIT_OF_SUBSET = {"ood": "ood", "in_distribution": "train"}
+# How the testbed model samples: its encoders were trained on 12-token prompts.
+DEFAULT_SETTINGS = {"num_inference_steps": 24, "guidance_scale": 5.0, "max_sequence_length": MAX_SEQUENCE_LENGTH}
+SHIPPED_AIM = DEFAULT_CHECKPOINT.parent / "testbed_aim"
 METHODS = ("baseline", "lina")
 
 # Fixed strengths used when no AIM is shipped or given (the best single setting on the train split).
@@ -92,13 +97,13 @@ def run_demo(
     from lina.benchmarks.testbed import world_items
     from lina.judges.testbed import TestbedJudge
     from lina.pipeline import LinaPipeline
-    from lina.world.model import DEFAULT_SETTINGS, load_testbed_pipeline, shipped_aim_path
+    from lina.world.model import load_testbed_pipeline
 
     pipe = load_testbed_pipeline(model)
     pipe.set_progress_bar_config(disable=True)
     aim_model = None
     if interventions is None:
-        aim = aim or shipped_aim_path()
+        aim = aim or (SHIPPED_AIM if (SHIPPED_AIM / "config.json").is_file() else None)
         if aim is not None:
             from lina.aim import AIM
 
