@@ -1,0 +1,37 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from lina.benchmarks.demo import format_table, split_results
+from lina.cli import app
+
+
+def _record(item, method, passed, subset="ood", category="spatial", seed=0):
+    return {"item": item, "method": method, "passed": passed, "seed": seed,
+            "groups": {"subset": subset, "category": category}}
+
+
+def test_split_results_known_answer():
+    records = [_record("a", "baseline", False), _record("a", "baseline", True, seed=1), _record("b", "baseline", True),
+               _record("a", "lina", True), _record("a", "lina", True, seed=1), _record("b", "lina", True),
+               _record("c", "lina", False, subset="in_distribution", category="mirror")]
+    results = split_results(records)
+    assert results["ood"]["baseline"]["success"] == pytest.approx(0.75)  # items a: 0.5, b: 1.0
+    assert results["ood"]["lina"]["success"] == 1.0 and results["ood"]["lina"]["images"] == 3
+    assert results["train"]["lina"]["categories"]["mirror"]["success"] == 0.0
+    table = format_table(results)
+    assert "+25.0" in table.splitlines()[1] and "ood" in table and "mirror" in table
+
+
+def test_demo_runs_on_the_shipped_model_and_writes_json(tmp_path):
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(app, ["demo", "--out", str(out), "--json", str(tmp_path / "demo.json"), "--seeds", "1",
+                                      "--per-category", "1", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads((tmp_path / "demo.json").read_text())
+    for split in ("ood", "train"):
+        for method in ("baseline", "lina"):
+            entry = payload["results"][split][method]
+            assert 0.0 <= entry["success"] <= 1.0 and entry["images"] > 0
+    assert (out / "report.html").is_file() and "baseline" in result.output
