@@ -14,12 +14,14 @@ app = typer.Typer(help="LINA: steer diffusion models toward the relations and ph
 from lina.aim.cli import aim_app, search_app
 from lina.benchmarks.cli import evaluate
 from lina.lisa.cli import app as lisa_app
+from lina.world.cli import app as world_app
 from lina.sources import TINY
 
 app.add_typer(search_app, name="search")
 app.add_typer(aim_app, name="aim")
 app.command("eval")(evaluate)
 app.add_typer(lisa_app, name="lisa")
+app.add_typer(world_app, name="world")
 
 
 def _load(model: str, dtype: str, device: Optional[str]):

@@ -83,10 +83,13 @@ class LinaPipeline:
         max_sequence_length: int | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
+        csgs: CSG | Sequence[CSG] | None = None,
     ):
         """Generate with LINA. ``interventions``: one setting for every prompt, one per prompt, or
         None (the AIM's prediction when the pipeline has one, else neutral strengths).
-        ``guidance_scale_2``: the low-noise expert's CFG scale on two-expert models (Wan2.2-A14B)."""
+        ``guidance_scale_2``: the low-noise expert's CFG scale on two-expert models (Wan2.2-A14B).
+        ``csgs``: the prompts' scene graphs when known (a dataset's annotations); by default each
+        prompt is parsed."""
         adapter = self.adapter
         prompts = [adapter.clean_prompt(p) for p in _as_prompt_list(prompt)]
         settings = self._resolve_interventions(prompts, interventions)
@@ -101,12 +104,13 @@ class LinaPipeline:
         height, width = height or default_h, width or default_w
         adapter.check_inputs(height, width, max_len)
 
-        csgs: list[CSG | None] = []
+        given = _as_csg_list(csgs, prompts)
+        csgs = []
         for i, (text, setting) in enumerate(zip(prompts, settings)):
             if setting.is_neutral:
                 csgs.append(None)
                 continue
-            csg = self.parse(text)
+            csg = given[i] if given is not None else self.parse(text)
             csgs.append(csg)
             if not csg.has_relations and (setting.uses_tokens or setting.uses_contrast):
                 logger.warning("LINA: no relation found in %r; generating it with the plain pipeline.", text)
@@ -253,6 +257,15 @@ def _as_prompt_list(prompt: str | list[str]) -> list[str]:
         if not p.strip():
             raise ValueError("prompt is empty or whitespace: describe the scene to generate")
     return prompts
+
+
+def _as_csg_list(csgs: CSG | Sequence[CSG] | None, prompts: list[str]) -> list[CSG] | None:
+    if csgs is None:
+        return None
+    csgs = [csgs] if isinstance(csgs, CSG) else list(csgs)
+    if len(csgs) != len(prompts):
+        raise ValueError(f"got {len(csgs)} csgs for {len(prompts)} prompts; give one per prompt")
+    return csgs
 
 
 def _broadcast(value: str | list[str], batch: int, name: str) -> list[str]:

@@ -39,6 +39,10 @@ def _scorer(model: str, judge: str, judge_model: Optional[str], out: Path, seeds
     pipe = load_model(model, dtype=dtype, device=device)
     pipe.set_progress_bar_config(disable=True)
     kwargs = {k: v for k, v in dict(num_inference_steps=steps, guidance_scale=guidance).items() if v is not None}
+    if model == "testbed":
+        from lina.benchmarks.demo import DEFAULT_SETTINGS
+
+        kwargs = {**DEFAULT_SETTINGS, **kwargs}
     return JudgedScorer(
         LinaPipeline.from_pipe(pipe), load_judge(judge, judge_model, device=device), out, seeds=range(seeds),
         shard_index=shard, image_dir=out / "images" if save_images else None, **kwargs,

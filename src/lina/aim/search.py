@@ -87,7 +87,8 @@ class JudgedScorer:
             return Scored(interventions, record["score"], record["pass_rate"], fresh=False)
         generators = [torch.Generator().manual_seed(s) for s in self.seeds]
         images = self.lina(
-            prompt, interventions, num_images_per_prompt=len(self.seeds), generator=generators, **self.generate_kwargs
+            prompt, interventions, num_images_per_prompt=len(self.seeds), generator=generators, csgs=[csg],
+            **self.generate_kwargs,
         ).images
         judgements = self.judge.judge(images, [csg] * len(images))
         passed = [bool(j.passed) for j in judgements]

@@ -43,14 +43,18 @@ def load_items(benchmark: str, data: Optional[Path], limit: Optional[int], subse
     raise ValueError(f"unknown benchmark {benchmark!r}; choose one of {BENCHMARKS}")
 
 
-def make_generate_fn(lina, interventions: Optional[Interventions], **kwargs):
+def make_generate_fn(lina, interventions: Optional[Interventions], csg_of: Optional[dict] = None, **kwargs):
     """``generate(prompt, method, seed)`` for the runner: baseline = neutral strengths, lina = the
-    given strengths, or the pipeline's AIM when none are given."""
+    given strengths, or the pipeline's AIM when none are given. ``csg_of`` maps prompts to known
+    scene graphs (used instead of parsing)."""
     import torch
+
+    csg_of = csg_of or {}
 
     def generate(prompt: str, method: str, seed: int):
         setting = NEUTRAL if method == "baseline" else interventions
-        out = lina(prompt, setting, generator=torch.Generator().manual_seed(seed), **kwargs)
+        csgs = [csg_of[prompt]] if prompt in csg_of else None
+        out = lina(prompt, setting, generator=torch.Generator().manual_seed(seed), csgs=csgs, **kwargs)
         return out.images[0]
 
     return generate
@@ -111,7 +115,8 @@ def evaluate(
 
         kwargs = {**DEFAULT_SETTINGS, **kwargs}
     judge_obj = load_judge(judge, judge_model, device=device or state.device.type)
-    run_eval(items, make_generate_fn(lina, setting, **kwargs), judge_obj, out, seeds=range(seeds), methods=METHODS,
+    csg_of = {item.prompt: item.csg for item in items} if benchmark == "testbed" else None
+    run_eval(items, make_generate_fn(lina, setting, csg_of, **kwargs), judge_obj, out, seeds=range(seeds), methods=METHODS,
              shard_index=state.process_index, num_shards=state.num_processes)
     state.wait_for_everyone()
     if state.is_main_process:

@@ -26,7 +26,7 @@ SHIPPED_AIM = DEFAULT_CHECKPOINT.parent / "testbed_aim"
 METHODS = ("baseline", "lina")
 
 # Fixed strengths used when no AIM is shipped or given (the best single setting on the train split).
-DEFAULT_STRENGTHS = Interventions(contrast=3.0, contrast_window=0.5, contrast_prompt="counterfactual")
+DEFAULT_STRENGTHS = Interventions(contrast=3.0, contrast_window=0.25, contrast_prompt="neutral")
 
 
 def split_results(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -118,7 +118,8 @@ def run_demo(
         settings["guidance_scale"] = guidance_scale
     items = world_items(tuple(splits), per_category=per_category)
     out = Path(out_dir)
-    run_eval(items, make_generate_fn(lina, interventions, **settings), TestbedJudge(), out, seeds=range(seeds),
+    csg_of = {item.prompt: item.csg for item in items}  # the world's own graphs and negatives
+    run_eval(items, make_generate_fn(lina, interventions, csg_of, **settings), TestbedJudge(), out, seeds=range(seeds),
              methods=METHODS)
     finalize_eval(out, methods=METHODS)
     from lina.benchmarks.runner import read_records
