@@ -115,6 +115,7 @@ class FamilyAdapter(ABC):
     @abstractmethod
     def guidance_plan(self, guidance_scale: float, true_cfg_scale: float, negative_prompt) -> GuidancePlan: ...
 
+    @torch.no_grad()
     def pooled_embedding(self, prompts: list[str], max_sequence_length: int | None = None) -> torch.Tensor:
         """One vector per prompt summarising it (the pooled embedding, else the mean token embedding)."""
         cond = self.encode(prompts, max_sequence_length or self.default_max_sequence_length)

@@ -136,7 +136,7 @@ def train(
     import torch
 
     from lina.adapters import adapter_for
-    from lina.aim import AIM, examples_from_search, read_search_results, train_aim
+    from lina.aim import AIM, DEFAULT_BOUNDS, examples_from_search, read_search_results, train_aim
     from lina.aim.train import majority_contrast_prompt
     from lina.prompts import parse_prompt
     from lina.sources import load_model
@@ -152,7 +152,8 @@ def train(
     pooled = adapter.pooled_embedding(prompts).cpu()
     csgs = [csgs_by_prompt.get(p) or parse_prompt(p) for p in prompts]
     torch.manual_seed(seed)
-    aim = AIM(adapter.family, pooled.shape[-1], hidden=hidden, contrast_prompt=majority_contrast_prompt(targets))
+    aim = AIM(adapter.family, pooled.shape[-1], hidden=hidden, bounds=dict(DEFAULT_BOUNDS),
+              contrast_prompt=majority_contrast_prompt(targets))
     report = train_aim(aim, pooled, csgs, targets, epochs=epochs, lr=lr, seed=seed)
     aim.save_pretrained(out)
     typer.echo(f"trained on {report.examples} examples, {report.epochs} epochs, val MSE {report.val_loss:.4f} -> {out}")

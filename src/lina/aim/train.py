@@ -64,6 +64,7 @@ def train_aim(
     if len(targets) < 2:
         raise ValueError(f"need at least 2 examples to train an AIM, got {len(targets)}")
     generator = torch.Generator().manual_seed(seed)
+    pooled = pooled.detach().float()
     features = torch.stack([csg_features(c) for c in csgs])
     y = torch.stack([aim.to_unit(t) for t in targets])
     order = torch.randperm(len(targets), generator=generator)
