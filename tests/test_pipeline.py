@@ -160,3 +160,14 @@ def test_empty_contrast_is_extra_classifier_free_guidance(sd3_pipe):
     """Contrast against the empty prompt over the whole trajectory = CFG with scale w + beta."""
     control = _lina(sd3_pipe, Interventions(contrast=2.0, contrast_window=1.0, contrast_prompt="empty"), guidance_scale=3.0)
     assert np.allclose(control, _plain(sd3_pipe, guidance_scale=5.0), atol=1e-5)
+
+
+def test_known_scene_graphs_are_used_instead_of_parsing(sd3_pipe, caplog):
+    from lina.prompts.csg import CSG
+
+    without_relations = CSG(PROMPT, neutral_prompt=PROMPT)  # a dataset saying: nothing to steer here
+    with caplog.at_level(logging.WARNING, logger="lina"):
+        out = _lina(sd3_pipe, Interventions(contrast=3.0), csgs=[without_relations])
+    assert "no relation" in caplog.text and np.array_equal(out, _plain(sd3_pipe))
+    with pytest.raises(ValueError, match="one per prompt"):
+        _lina(sd3_pipe, Interventions(contrast=3.0), csgs=[without_relations, without_relations])

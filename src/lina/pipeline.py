@@ -92,7 +92,8 @@ class LinaPipeline:
         prompt is parsed."""
         adapter = self.adapter
         prompts = [adapter.clean_prompt(p) for p in _as_prompt_list(prompt)]
-        settings = self._resolve_interventions(prompts, interventions)
+        given = _as_csg_list(csgs, prompts)
+        settings = self._resolve_interventions(prompts, interventions, given)
         num_steps = num_inference_steps or adapter.default_steps
         if num_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {num_steps}")
@@ -104,14 +105,13 @@ class LinaPipeline:
         height, width = height or default_h, width or default_w
         adapter.check_inputs(height, width, max_len)
 
-        given = _as_csg_list(csgs, prompts)
-        csgs = []
+        graphs: list[CSG | None] = []
         for i, (text, setting) in enumerate(zip(prompts, settings)):
             if setting.is_neutral:
-                csgs.append(None)
+                graphs.append(None)
                 continue
             csg = given[i] if given is not None else self.parse(text)
-            csgs.append(csg)
+            graphs.append(csg)
             if not csg.has_relations and (setting.uses_tokens or setting.uses_contrast):
                 logger.warning("LINA: no relation found in %r; generating it with the plain pipeline.", text)
                 settings[i] = NEUTRAL
@@ -130,25 +130,27 @@ class LinaPipeline:
             output_type=output_type,
         )
         if all(s == settings[0] for s in settings):
-            images = self._sample(prompts, csgs, settings[0], generator=generator, latents=latents, **common)
+            images = self._sample(prompts, graphs, settings[0], generator=generator, latents=latents, **common)
         else:  # different schedules cannot share a scheduler: one prompt at a time
             if latents is not None:
                 raise ValueError("explicit `latents` need the same interventions for every prompt")
             parts = [
                 self._sample([p], [c], s, generator=generator, latents=None, **common)
-                for p, c, s in zip(prompts, csgs, settings)
+                for p, c, s in zip(prompts, graphs, settings)
             ]
             images = _concat_images(parts)
         self.pipe.maybe_free_model_hooks()
         if not return_dict:
             return (images,)
-        return LinaPipelineOutput(images=images, csgs=csgs, interventions=settings)
+        return LinaPipelineOutput(images=images, csgs=graphs, interventions=settings)
 
     # ------------------------------------------------------------------------------------------
-    def _resolve_interventions(self, prompts: list[str], interventions) -> list[Interventions]:
+    def _resolve_interventions(
+        self, prompts: list[str], interventions, csgs: list[CSG] | None = None
+    ) -> list[Interventions]:
         if interventions is None:
             if self.aim is not None:
-                return list(self.aim.predict(prompts))
+                return list(self.aim.predict(prompts, csgs=csgs))
             return [NEUTRAL] * len(prompts)
         if isinstance(interventions, dict):
             interventions = Interventions.from_dict(interventions)
