@@ -191,3 +191,10 @@ class FamilyAdapter(ABC):
 
     @abstractmethod
     def decode(self, latents: torch.Tensor, height: int, width: int, output_type: str): ...
+
+    def _decode_image_latents(self, latents: torch.Tensor, output_type: str):
+        """Undo the VAE's latent normalisation (``scaling_factor``, ``shift_factor``), decode, postprocess."""
+        vae = self.pipe.vae
+        latents = latents / vae.config.scaling_factor + (vae.config.shift_factor or 0.0)
+        image = vae.decode(latents, return_dict=False)[0]
+        return self.pipe.image_processor.postprocess(image, output_type=output_type)

@@ -90,8 +90,5 @@ class FluxAdapter(FamilyAdapter):
     def decode(self, latents: torch.Tensor, height: int, width: int, output_type: str):
         if output_type == "latent":
             return latents
-        pipe = self.pipe
-        latents = pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor)
-        latents = latents / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor
-        image = pipe.vae.decode(latents, return_dict=False)[0]
-        return pipe.image_processor.postprocess(image, output_type=output_type)
+        latents = self.pipe._unpack_latents(latents, height, width, self.pipe.vae_scale_factor)
+        return self._decode_image_latents(latents, output_type)

@@ -94,7 +94,4 @@ class SD3Adapter(FamilyAdapter):
     def decode(self, latents: torch.Tensor, height: int, width: int, output_type: str):
         if output_type == "latent":
             return latents
-        vae = self.pipe.vae
-        latents = latents / vae.config.scaling_factor + vae.config.shift_factor
-        image = vae.decode(latents, return_dict=False)[0]
-        return self.pipe.image_processor.postprocess(image, output_type=output_type)
+        return self._decode_image_latents(latents, output_type)
