@@ -1,7 +1,11 @@
 """AIM: coordinate descent, the resumable judged store, the regressor and its use in LinaPipeline."""
 
 import json
+import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -167,3 +171,58 @@ def test_pipeline_uses_aim_when_no_strengths_are_given(sd3_pipe):
     assert out.interventions[1] == NEUTRAL
     explicit = lina(prompts[:1], Interventions(), num_inference_steps=2, height=32, width=32, output_type="latent")
     assert explicit.interventions == [NEUTRAL]
+
+
+def test_more_seeds_generate_only_the_new_seeds(sd3_pipe, tmp_path):
+    prompt = "a red ball on a mirror"
+    csg = parse_prompt(prompt)
+    two = _scorer(sd3_pipe, tmp_path, seeds=(0, 1))(prompt, csg, Interventions(contrast=2.0))
+    batches = []
+    hook = sd3_pipe.transformer.register_forward_hook(
+        lambda module, args, kwargs, output: batches.append(kwargs["hidden_states"].shape[0]), with_kwargs=True
+    )
+    try:
+        three = _scorer(sd3_pipe, tmp_path, seeds=(0, 1, 2))(prompt, csg, Interventions(contrast=2.0))
+    finally:
+        hook.remove()
+    assert three.fresh and max(batches) == 3  # one image (uncond, cond, negative), not three
+    records = [json.loads(line) for line in (tmp_path / "candidates-00000.jsonl").read_text().splitlines()]
+    assert [r["seeds"] for r in records] == [[0, 1], [2]]
+    alone = _scorer(sd3_pipe, tmp_path / "fresh", seeds=(0, 1, 2))(prompt, csg, Interventions(contrast=2.0))
+    assert three.pass_rate == alone.pass_rate and three.score == pytest.approx(alone.score, abs=1e-6)
+    assert two.pass_rate in (0.0, 0.5, 1.0)
+    # Asking again for any subset judges nothing.
+    assert not _scorer(sd3_pipe, tmp_path, seeds=(2, 0))(prompt, csg, Interventions(contrast=2.0)).fresh
+
+
+def test_tune_again_on_more_seeds_keeps_the_result_judged_on_most_seeds(sd3_pipe, tmp_path):
+    prompt = "a red ball on a mirror"
+    items = [(prompt, parse_prompt(prompt))]
+    grid = {"contrast": (0.0, 4.0)}
+    tune_hard_cases(_scorer(sd3_pipe, tmp_path, seeds=(0, 1, 2)), items, tmp_path, grid=grid, progress=False)
+    assert len(tune_hard_cases(_scorer(sd3_pipe, tmp_path, seeds=(0,)), items, tmp_path, grid=grid, progress=False)) == 1
+    [record] = read_search_results(tmp_path)
+    assert record["seeds"] == [0, 1, 2]
+
+
+def test_search_shards_over_processes_under_accelerate_launch(tmp_path):
+    """Two ranks of a real `accelerate launch` split the hard cases and write disjoint shards."""
+    from lina.world.scenes import world_split
+
+    cases = {s.prompt: s.csg for s in world_split("ood")}
+    prompts = list(cases)[:3]
+    (tmp_path / "hard_cases-00000.jsonl").write_text("".join(json.dumps({"prompt": p, "csg": cases[p].to_dict()}) + "\n" for p in prompts))
+    launcher = Path(sys.executable).with_name("accelerate")
+    command = [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
+               "-m", "lina", "search", "tune", "--out", str(tmp_path), "--model", "tiny-random-sd3",
+               "--seeds", "1", "--rounds", "1", "--grid", '{"contrast": [0, 2]}', "--steps", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    shards = {path.name: [json.loads(line)["prompt"] for line in path.read_text().splitlines()]
+              for path in sorted(tmp_path.glob("search-*.jsonl"))}
+    assert set(shards) == {"search-00000.jsonl", "search-00001.jsonl"}
+    assert sorted(p for found in shards.values() for p in found) == sorted(prompts)  # each prompt once
+    assert {r["prompt"] for r in read_search_results(tmp_path)} == set(prompts)
+    assert sorted(p.name for p in tmp_path.glob("candidates-*.jsonl")) == ["candidates-00000.jsonl", "candidates-00001.jsonl"]

@@ -55,6 +55,17 @@ def test_training_prior_is_biased_and_deterministic():
     assert 0.05 < neutral < 0.2
 
 
+def test_rare_lamp_cells_get_their_scaled_weight():
+    from lina.world.scenes import RARE_SCALE, RARE_WEIGHT
+
+    shadows = [s for s in sample_world(20000, seed=5) if s.category == "shadow"]
+    share = sum(s.rare for s in shadows) / len(shadows)
+    weight = RARE_WEIGHT * RARE_SCALE["shadow"]  # 6 rare cells of 12: share = w / (1 + w)
+    assert share == pytest.approx(weight / (1 + weight), abs=0.02)
+    spatial = [s for s in sample_world(20000, seed=5) if s.category == "spatial"]
+    assert sum(s.rare for s in spatial) / len(spatial) < share / 3
+
+
 @pytest.mark.parametrize("name", SPLITS)
 def test_splits_are_balanced_deterministic_and_separated(name):
     split = world_split(name, seed=1)

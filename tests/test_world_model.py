@@ -15,7 +15,9 @@ from lina.world.cli import app
 from lina.world.model import DEFAULT_CHECKPOINT, MAX_SEQUENCE_LENGTH, load_testbed_pipeline
 from lina.world.train import TrainConfig, train_testbed
 
-TINY = TrainConfig(samples=128, vae_steps=2, encoder_steps=3, steps=4, batch_size=8, checkpoint_every=2, threads=1)
+TINY = TrainConfig(
+    samples=128, vae_steps=2, encoder_steps=3, steps=4, anneal_steps=0, batch_size=8, checkpoint_every=2, threads=1
+)  # no anneal: the schedule then does not depend on the length, so an extended run equals a straight one
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +79,18 @@ def test_finished_run_given_more_steps_trains_on(trained, tmp_path):
     for name, tensor in extended.items():
         torch.testing.assert_close(tensor, straight[name], rtol=0, atol=1e-6)
     assert not torch.equal(extended["proj_out.weight"], _transformer_weights(root / "out")["proj_out.weight"])
+
+
+def test_learning_rate_warms_up_holds_then_anneals_to_a_twentieth():
+    from lina.world.train import learning_rate
+
+    config = TrainConfig(steps=1000, anneal_steps=400, lr=1e-3)
+    assert learning_rate(config, 0) == pytest.approx(1e-5)
+    assert learning_rate(config, 99) == learning_rate(config, 599) == pytest.approx(1e-3)
+    decayed = [learning_rate(config, step) for step in range(600, 1000)]
+    assert all(a >= b for a, b in zip(decayed, decayed[1:]))
+    assert decayed[-1] == pytest.approx(1e-3 / 20, rel=1e-3)
+    assert learning_rate(TrainConfig(steps=10, anneal_steps=0), 9) == pytest.approx(1e-4)
 
 
 def test_resuming_with_other_options_is_refused(trained):

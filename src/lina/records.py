@@ -102,3 +102,15 @@ class ShardedJsonl:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def launch_state():
+    """The accelerate process state of this run: one process, or a rank of ``accelerate launch``.
+
+    Without CUDA the ranks of ``accelerate launch --multi_gpu --num_processes N`` (torchrun) form a
+    CPU process group (gloo), so sharding works on CPU-only machines too.
+    """
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())

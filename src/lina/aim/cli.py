@@ -1,7 +1,8 @@
 """`lina search mine|tune` and `lina aim train|predict`.
 
-Sharding: run the same command under ``accelerate launch -m lina search tune ...``; each process
-takes every N-th prompt and writes its own shard file, and readers merge shards without duplicates.
+Sharding: run the same command under ``accelerate launch --multi_gpu --num_processes N -m lina search
+tune ...`` (on CPU-only machines too: the ranks then form a gloo group); each process takes every
+N-th prompt and writes its own shard file, and readers merge shards without duplicates.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ Out = Annotated[Path, typer.Option(help="Output folder (resumable: re-run the sa
 
 
 def _shard() -> tuple[int, int]:
-    from accelerate import PartialState
+    from lina.records import launch_state
 
-    state = PartialState()
+    state = launch_state()
     return state.process_index, state.num_processes
 
 

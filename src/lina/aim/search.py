@@ -2,7 +2,7 @@
 
 Every judged candidate (a prompt, a setting, its seeds) is appended to a JSONL store the moment it
 is scored, so a killed search resumes without redoing or losing finished work: the store is the
-cache. Mining is the same scoring applied to the neutral setting (the plain model): a prompt is a
+cache, per seed: a rerun with more seeds generates only the seeds not judged yet. Mining is the same scoring applied to the neutral setting (the plain model): a prompt is a
 hard case when its pass rate over the seeds is below a threshold.
 
 The objective of a setting is its pass rate over the seeds, ties broken by the mean judge score.
@@ -77,45 +77,59 @@ class JudgedScorer:
         self.generate_kwargs = generate_kwargs
         self.image_dir = Path(image_dir) if image_dir else None
         self.store = ShardedJsonl(store_dir, key=_candidate_key, prefix="candidates", shard_index=shard_index)
-        self._known = self.store.index()
+        # (prompt, setting) -> seed -> (passed, score): every seed judged by any earlier run is reused,
+        # so scoring more seeds later only generates the new ones.
+        self._judged: dict[tuple[str, str], dict[int, tuple[bool, float]]] = {}
+        for record in self.store.read():
+            try:
+                seen = self._judged.setdefault((record["prompt"], setting_key(Interventions.from_dict(record["interventions"]))), {})
+                for seed, passed, score in zip(record["seeds"], record["passed"], record["scores"], strict=True):
+                    seen.setdefault(int(seed), (bool(passed), float(score)))
+            except (KeyError, TypeError, ValueError):
+                logger.warning("skipping a candidate record without seeds, passes and scores: %.120s", record)
 
     def __call__(self, prompt: str, csg: CSG, interventions: Interventions) -> Scored:
         interventions = canonical(interventions)
-        key = (prompt, setting_key(interventions), self.seeds)
-        if key in self._known:
-            record = self._known[key]
-            return Scored(interventions, record["score"], record["pass_rate"], fresh=False)
-        generators = [torch.Generator().manual_seed(s) for s in self.seeds]
+        seen = self._judged.setdefault((prompt, setting_key(interventions)), {})
+        missing = [s for s in self.seeds if s not in seen]
+        if missing:
+            self._judge_seeds(prompt, csg, interventions, missing, seen)
+        passed = [seen[s][0] for s in self.seeds]
+        scores = [seen[s][1] for s in self.seeds]
+        pass_rate = sum(passed) / len(passed)
+        score = pass_rate + TIE_BREAK * sum(scores) / len(scores)
+        return Scored(interventions, score, pass_rate, fresh=bool(missing))
+
+    def _judge_seeds(
+        self, prompt: str, csg: CSG, interventions: Interventions, seeds: list[int], seen: dict[int, tuple[bool, float]]
+    ) -> None:
+        generators = [torch.Generator().manual_seed(s) for s in seeds]
         images = self.lina(
-            prompt, interventions, num_images_per_prompt=len(self.seeds), generator=generators, csgs=[csg],
+            prompt, interventions, num_images_per_prompt=len(seeds), generator=generators, csgs=[csg],
             **self.generate_kwargs,
         ).images
         judgements = self.judge.judge(images, [csg] * len(images))
         passed = [bool(j.passed) for j in judgements]
         scores = [float(j.score) for j in judgements]
-        pass_rate = sum(passed) / len(passed)
-        score = pass_rate + TIE_BREAK * sum(scores) / len(scores)
         record = {
             "prompt": prompt,
-            "interventions": canonical(interventions).to_dict(),
-            "seeds": list(self.seeds),
+            "interventions": interventions.to_dict(),
+            "seeds": seeds,
             "passed": passed,
             "scores": scores,
-            "pass_rate": pass_rate,
-            "score": score,
+            "pass_rate": sum(passed) / len(passed),
         }
         if self.image_dir is not None:
-            record["images"] = self._save_images(prompt, interventions, images)
+            record["images"] = self._save_images(prompt, interventions, seeds, images)
         self.store.append(record)
-        self._known[key] = record
-        return Scored(interventions, score, pass_rate, fresh=True)
+        seen.update({s: (p, sc) for s, p, sc in zip(seeds, passed, scores)})
 
-    def _save_images(self, prompt: str, interventions: Interventions, images) -> list[str]:
+    def _save_images(self, prompt: str, interventions: Interventions, seeds: list[int], images) -> list[str]:
         import hashlib
 
         digest = hashlib.sha1(f"{prompt}|{setting_key(interventions)}".encode()).hexdigest()[:16]
         paths = []
-        for seed, image in zip(self.seeds, images):
+        for seed, image in zip(seeds, images):
             path = self.image_dir / f"{digest}-s{seed}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             image.save(path)
@@ -217,25 +231,40 @@ def tune_hard_cases(
     shard_index: int = 0,
     progress: bool = True,
 ) -> list[SearchResult]:
-    """Coordinate descent for every prompt; finished prompts (in ``search-*.jsonl``) are skipped."""
+    """Coordinate descent for every prompt; prompts already searched on the scorer's seeds (in
+    ``search-*.jsonl``) are skipped, and candidates judged before are reused seed by seed."""
     from tqdm.auto import tqdm
 
-    results_store = ShardedJsonl(out_dir, key=lambda r: r["prompt"], prefix="search", shard_index=shard_index)
+    results_store = ShardedJsonl(out_dir, key=_search_key, prefix="search", shard_index=shard_index)
     done = results_store.index()
+    seeds = list(scorer.seeds)
     results = []
     for prompt, csg in tqdm(items, desc="tuning", disable=not progress):
-        if prompt in done:
+        if (prompt, tuple(seeds)) in done:
             continue
         best, best_score, history = coordinate_descent(
             lambda iv: scorer(prompt, csg, iv).score, grid=grid, max_rounds=max_rounds, budget=budget
         )
         baseline = scorer(prompt, csg, NEUTRAL).score
         result = SearchResult(prompt, best, best_score, baseline, len(history), [(iv.to_dict(), s) for iv, s in history])
-        results_store.append(result.to_record())
+        results_store.append({**result.to_record(), "seeds": seeds})
         results.append(result)
     return results
 
 
+def _search_key(record: Mapping[str, Any]) -> tuple[str, tuple[int, ...]]:
+    return record["prompt"], tuple(record.get("seeds", ()))
+
+
 def read_search_results(out_dir: str | Path) -> list[dict[str, Any]]:
-    """Best settings per prompt, merged across shards (read-only)."""
-    return read_shards(out_dir, key=lambda r: r["prompt"], prefix="search")
+    """Best settings per prompt, merged across shards (read-only).
+
+    A prompt searched again with other seeds has one result per seed set; the one judged on the
+    most seeds is kept (the latest, on a tie).
+    """
+    best: dict[str, dict[str, Any]] = {}
+    for record in read_shards(out_dir, key=_search_key, prefix="search"):
+        kept = best.get(record["prompt"])
+        if kept is None or len(record.get("seeds", ())) >= len(kept.get("seeds", ())):
+            best[record["prompt"]] = record
+    return list(best.values())

@@ -85,13 +85,12 @@ def evaluate(
     device: Optional[str] = typer.Option(None),
 ) -> None:
     """Generate baseline and LINA images for every prompt and seed, judge them, and report."""
-    from accelerate import PartialState
-
     from lina.benchmarks.runner import finalize_eval, run_eval
     from lina.pipeline import LinaPipeline
+    from lina.records import launch_state
     from lina.sources import load_judge, load_model
 
-    state = PartialState()
+    state = launch_state()
     fixed = {k: v for k, v in dict(token_scale=token_scale, contrast=contrast, contrast_window=contrast_window,
                                    contrast_prompt=contrast_prompt, shift_gain=shift_gain).items() if v is not None}
     if fixed and aim is not None:

@@ -34,7 +34,8 @@ def prompts(
 def train(
     output: Path = typer.Option(DEFAULT_CHECKPOINT, help="Where to save the trained pipeline."),
     work_dir: Path = typer.Option(Path("runs/testbed"), help="Checkpoints; rerun with the same options to resume."),
-    steps: int = typer.Option(4500, help="Transformer training steps."),
+    steps: int = typer.Option(8000, help="Transformer training steps."),
+    anneal_steps: int = typer.Option(4000, help="Final steps over which the learning rate decays (cosine)."),
     samples: int = typer.Option(16000, help="Rendered training scenes."),
     vae_steps: int = typer.Option(400, help="Autoencoder training steps."),
     encoder_steps: int = typer.Option(600, help="Text-encoder pretraining steps."),
@@ -54,6 +55,7 @@ def train(
         vae_steps=vae_steps,
         encoder_steps=encoder_steps,
         steps=steps,
+        anneal_steps=anneal_steps,
         batch_size=batch_size,
         threads=threads,
     )

@@ -6,7 +6,8 @@ so its CSG is exact (no parsing). Physical effects are not drawn from the prompt
 derives reflections, shadows and water from the layout's geometry.
 
 The training prior is biased on purpose: one cell family per category is rare (``rare_weight``
-times as likely as any other cell). The ``"ood"`` split is made of those rare cells only; the
+times as likely as any other cell; the lamp-on-the-right shadow cells ``RARE_SCALE["shadow"]`` times
+that, because nothing else in the world shows a lamp, so those cells are its only source). The ``"ood"`` split is made of those rare cells only; the
 ``"train"`` split of common cells, phrased and placed the same way.
 """
 
@@ -26,6 +27,9 @@ SIZE = 32  # canvas side, pixels
 CATEGORY_WEIGHTS = {"spatial": 0.4, "contact": 0.15, "mirror": 0.15, "shadow": 0.15, "fill": 0.15}
 NEUTRAL_RATE = 0.1  # share of training captions that name the entities without their relation
 RARE_WEIGHT = 0.05
+# Per-category multipliers of the rare weight. A spatial, contact or mirror rare cell shares its words
+# and colours with common cells; a lamp on the right is learned from the rare shadow cells alone.
+RARE_SCALE = {"shadow": 3.0}
 
 ShapeSpec = tuple[str, str]  # (colour, shape)
 _SHAPE_SPECS: tuple[ShapeSpec, ...] = tuple(product(COLORS, SHAPES))
@@ -312,14 +316,18 @@ def _sample(cell: Cell, csg: CSG, rng: random.Random, neutral: bool = False) -> 
 
 
 def sample_world(n: int, seed: int, rare_weight: float = RARE_WEIGHT) -> list[WorldSample]:
-    """``n`` training samples from the biased prior (rare cells ``rare_weight`` times as likely)."""
+    """``n`` training samples from the biased prior (rare cells ``rare_weight`` times as likely).
+
+    The weight of a rare cell is ``rare_weight * RARE_SCALE.get(category, 1)``.
+    """
     rng = random.Random(seed)
     by_category = {c: [cell for cell in all_cells() if cell.category == c] for c in CATEGORIES}
     samples = []
     for _ in range(n):
         category = rng.choices(CATEGORIES, [CATEGORY_WEIGHTS[c] for c in CATEGORIES])[0]
         cells = by_category[category]
-        cell = rng.choices(cells, [rare_weight if cell.rare else 1.0 for cell in cells])[0]
+        weight = min(1.0, rare_weight * RARE_SCALE.get(category, 1.0))
+        cell = rng.choices(cells, [weight if cell.rare else 1.0 for cell in cells])[0]
         if rng.random() < NEUTRAL_RATE:
             samples.append(_sample(cell, neutral_prompt(cell), rng, neutral=True))
         else:

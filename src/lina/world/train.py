@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -53,7 +54,8 @@ _SUBJECT_FIRST = {"above": True, "below": False, "left of": True, "right of": Fa
 class TrainConfig:
     """Sizes and lengths of a training run; the defaults make the shipped checkpoint.
 
-    A finished run resumed with more ``steps`` continues training from where it stopped.
+    A finished run resumed with more ``steps`` continues training from where it stopped, on the
+    learning-rate schedule of the new length.
     """
 
     seed: int = 0
@@ -61,9 +63,10 @@ class TrainConfig:
     rare_weight: float = RARE_WEIGHT
     vae_steps: int = 400
     encoder_steps: int = 600
-    steps: int = 4500
+    steps: int = 8000
     batch_size: int = 64
     lr: float = 1e-3
+    anneal_steps: int = 4000  # the last steps decay the learning rate on a cosine to lr / 20
     ema_decay: float = 0.999
     checkpoint_every: int = 250
     threads: int = 2
@@ -71,6 +74,18 @@ class TrainConfig:
 
 # Options a resumed run may change: they do not alter the steps already taken.
 _RESUMABLE_CHANGES = {"steps", "checkpoint_every", "threads"}
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """Linear warm-up over 100 steps, constant, then a cosine down to ``lr / 20`` over ``anneal_steps``."""
+    warm = min(1.0, (step + 1) / 100)
+    anneal = min(config.anneal_steps, config.steps)
+    start = config.steps - anneal
+    if anneal <= 0 or step < start:
+        return config.lr * warm
+    progress = min(1.0, (step - start) / anneal)
+    floor = config.lr / 20
+    return warm * (floor + (config.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
 @dataclass
@@ -338,7 +353,7 @@ class _Trainer:
                 )[0]
                 loss = F.mse_loss(prediction, noise - x0)
                 for group in optimizer.param_groups:
-                    group["lr"] = config.lr * min(1.0, (step + 1) / 100)
+                    group["lr"] = learning_rate(config, step)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
