@@ -93,14 +93,21 @@ class LinaPipeline:
         adapter = self.adapter
         prompts = [adapter.clean_prompt(p) for p in _as_prompt_list(prompt)]
         given = _as_csg_list(csgs, prompts)
-        settings = self._resolve_interventions(prompts, interventions, given)
+        max_len = max_sequence_length or adapter.default_max_sequence_length
+        encoded = None  # the prompts' conditioning, when the AIM needed it first
+        if interventions is None and self.aim is not None:
+            encoded = adapter.encode(prompts, max_len)
+            if encoded.pooled is None:  # no pooled vector: the AIM reads its own summary of the prompts
+                encoded = None
+            settings = list(self.aim.predict(prompts, csgs=given, pooled=None if encoded is None else encoded.pooled.float()))
+        else:
+            settings = self._resolve_interventions(prompts, interventions, given)
         num_steps = num_inference_steps or adapter.default_steps
         if num_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {num_steps}")
         if num_images_per_prompt < 1:
             raise ValueError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt}")
         guidance = adapter.default_guidance if guidance_scale is None else guidance_scale
-        max_len = max_sequence_length or adapter.default_max_sequence_length
         default_h, default_w = adapter.default_size()
         height, width = height or default_h, width or default_w
         adapter.check_inputs(height, width, max_len)
@@ -130,13 +137,18 @@ class LinaPipeline:
             output_type=output_type,
         )
         if all(s == settings[0] for s in settings):
-            images = self._sample(prompts, graphs, settings[0], generator=generator, latents=latents, **common)
+            images = self._sample(
+                prompts, graphs, settings[0], generator=generator, latents=latents, encoded=encoded, **common
+            )
         else:  # different schedules cannot share a scheduler: one prompt at a time
             if latents is not None:
                 raise ValueError("explicit `latents` need the same interventions for every prompt")
             parts = [
-                self._sample([p], [c], s, generator=generator, latents=None, **common)
-                for p, c, s in zip(prompts, graphs, settings)
+                self._sample(
+                    [p], [c], s, generator=generator, latents=None, encoded=None if encoded is None else encoded[i : i + 1],
+                    **common,
+                )
+                for i, (p, c, s) in enumerate(zip(prompts, graphs, settings))
             ]
             images = _concat_images(parts)
         self.pipe.maybe_free_model_hooks()
@@ -205,13 +217,19 @@ class LinaPipeline:
         output_type: str,
         generator,
         latents,
+        encoded: Conditioning | None = None,
     ):
+        """Sample one batch under one setting; ``encoded``: the prompts' conditioning if already computed."""
         adapter = self.adapter
         batch = len(prompts)
         has_uncond = plan.uncond_prompt is not None
         uncond_texts = _broadcast(plan.uncond_prompt, batch, "negative_prompt") if has_uncond else []
-        if setting.uses_contrast:  # one encoder pass for every branch
-            texts = prompts + uncond_texts + self._negative_prompts(csgs, setting)
+        others = uncond_texts + (self._negative_prompts(csgs, setting) if setting.uses_contrast else [])
+        if encoded is not None:  # the remaining branches in one encoder pass
+            rest = adapter.encode(others, max_len) if others else None
+            parts = [encoded] + ([rest[i * batch : (i + 1) * batch] for i in range(len(others) // batch)] if rest else [])
+        elif setting.uses_contrast:  # one encoder pass for every branch
+            texts = prompts + others
             encoded = adapter.encode(texts, max_len)
             parts = [encoded[i * batch : (i + 1) * batch] for i in range(len(texts) // batch)]
         else:  # the plain pipeline's calls, so that neutral strengths reproduce it exactly
