@@ -11,13 +11,11 @@ wins, ties broken by the mean judge score.
 from __future__ import annotations
 
 import argparse
-import json
 from collections import defaultdict
 from pathlib import Path
 
-from lina.aim.search import setting_key
-from lina.interventions.strengths import Interventions
-from lina.records import read_shards
+from lina.aim.cli import read_hard_cases
+from lina.aim.search import read_candidates
 
 
 def main() -> None:
@@ -27,13 +25,10 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=8)
     args = parser.parse_args()
 
-    hard = {r["prompt"] for r in read_shards(args.search, key=lambda r: r["prompt"], prefix="hard_cases")}
-    judged: dict[str, dict[str, dict[int, tuple[bool, float]]]] = defaultdict(lambda: defaultdict(dict))
-    for record in read_shards(args.search, key=lambda r: (r["prompt"], json.dumps(r["interventions"], sort_keys=True),
-                                                           tuple(r["seeds"])), prefix="candidates"):
-        key = setting_key(Interventions.from_dict(record["interventions"]))
-        for seed, passed, score in zip(record["seeds"], record["passed"], record["scores"]):
-            judged[key][record["prompt"]].setdefault(seed, (passed, score))
+    hard = {prompt for prompt, _ in read_hard_cases(args.search)}
+    judged: dict[str, dict[str, dict[int, tuple[bool, float]]]] = defaultdict(dict)
+    for (prompt, key), by_seed in read_candidates(args.search).items():
+        judged[key][prompt] = by_seed
     seeds = range(args.seeds)
     rows = []
     for key, prompts in judged.items():

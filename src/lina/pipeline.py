@@ -94,14 +94,13 @@ class LinaPipeline:
         prompts = [adapter.clean_prompt(p) for p in _as_prompt_list(prompt)]
         given = _as_csg_list(csgs, prompts)
         max_len = max_sequence_length or adapter.default_max_sequence_length
-        encoded = None  # the prompts' conditioning, when the AIM needed it first
+        encoded = pooled = None  # with an AIM, the prompts are encoded once: for the AIM and the sampler
         if interventions is None and self.aim is not None:
             encoded = adapter.encode(prompts, max_len)
-            if encoded.pooled is None:  # no pooled vector: the AIM reads its own summary of the prompts
-                encoded = None
-            settings = list(self.aim.predict(prompts, csgs=given, pooled=None if encoded is None else encoded.pooled.float()))
-        else:
-            settings = self._resolve_interventions(prompts, interventions, given)
+            # A mean token embedding depends on the sequence length; the AIM reads the default one.
+            if encoded.pooled is not None or max_len == adapter.default_max_sequence_length:
+                pooled = adapter.summarize(encoded)
+        settings = self._resolve_interventions(prompts, interventions, given, pooled)
         num_steps = num_inference_steps or adapter.default_steps
         if num_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {num_steps}")
@@ -158,11 +157,11 @@ class LinaPipeline:
 
     # ------------------------------------------------------------------------------------------
     def _resolve_interventions(
-        self, prompts: list[str], interventions, csgs: list[CSG] | None = None
+        self, prompts: list[str], interventions, csgs: list[CSG] | None = None, pooled: torch.Tensor | None = None
     ) -> list[Interventions]:
         if interventions is None:
             if self.aim is not None:
-                return list(self.aim.predict(prompts, csgs=csgs))
+                return list(self.aim.predict(prompts, pooled=pooled, csgs=csgs))
             return [NEUTRAL] * len(prompts)
         if isinstance(interventions, dict):
             interventions = Interventions.from_dict(interventions)

@@ -118,10 +118,12 @@ class FamilyAdapter(ABC):
     @torch.no_grad()
     def pooled_embedding(self, prompts: list[str], max_sequence_length: int | None = None) -> torch.Tensor:
         """One vector per prompt summarising it (the pooled embedding, else the mean token embedding)."""
-        cond = self.encode(prompts, max_sequence_length or self.default_max_sequence_length)
-        if cond.pooled is not None:
-            return cond.pooled.float()
-        return cond.embeds.float().mean(dim=1)
+        return self.summarize(self.encode(prompts, max_sequence_length or self.default_max_sequence_length))
+
+    @staticmethod
+    def summarize(cond: Conditioning) -> torch.Tensor:
+        """The vector `pooled_embedding` returns, from an existing encoding of the prompts."""
+        return cond.pooled.float() if cond.pooled is not None else cond.embeds.float().mean(dim=1)
 
     def pooled_width(self) -> int:
         return self.pooled_embedding(["a"]).shape[-1]

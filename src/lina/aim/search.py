@@ -2,8 +2,9 @@
 
 Every judged candidate (a prompt, a setting, its seeds) is appended to a JSONL store the moment it
 is scored, so a killed search resumes without redoing or losing finished work: the store is the
-cache, per seed: a rerun with more seeds generates only the seeds not judged yet. Mining is the same scoring applied to the neutral setting (the plain model): a prompt is a
-hard case when its pass rate over the seeds is below a threshold.
+cache, per seed: a rerun with more seeds generates only the seeds not judged yet. Mining is the
+same scoring applied to the neutral setting (the plain model): a prompt is a hard case when its
+pass rate over the seeds is below a threshold.
 
 The objective of a setting is its pass rate over the seeds, ties broken by the mean judge score.
 """
@@ -77,16 +78,8 @@ class JudgedScorer:
         self.generate_kwargs = generate_kwargs
         self.image_dir = Path(image_dir) if image_dir else None
         self.store = ShardedJsonl(store_dir, key=_candidate_key, prefix="candidates", shard_index=shard_index)
-        # (prompt, setting) -> seed -> (passed, score): every seed judged by any earlier run is reused,
-        # so scoring more seeds later only generates the new ones.
-        self._judged: dict[tuple[str, str], dict[int, tuple[bool, float]]] = {}
-        for record in self.store.read():
-            try:
-                seen = self._judged.setdefault((record["prompt"], setting_key(Interventions.from_dict(record["interventions"]))), {})
-                for seed, passed, score in zip(record["seeds"], record["passed"], record["scores"], strict=True):
-                    seen.setdefault(int(seed), (bool(passed), float(score)))
-            except (KeyError, TypeError, ValueError):
-                logger.warning("skipping a candidate record without seeds, passes and scores: %.120s", record)
+        # Every seed judged by any earlier run is reused, so scoring more seeds only generates the new ones.
+        self._judged = judged_by_seed(self.store.read())
 
     def __call__(self, prompt: str, csg: CSG, interventions: Interventions) -> Scored:
         interventions = canonical(interventions)
@@ -135,6 +128,27 @@ class JudgedScorer:
             image.save(path)
             paths.append(str(path))
         return paths
+
+
+Judged = dict[tuple[str, str], dict[int, tuple[bool, float]]]
+
+
+def judged_by_seed(records: Iterable[Mapping[str, Any]]) -> Judged:
+    """(prompt, setting_key) -> seed -> (passed, judge score), from candidate-store records."""
+    judged: Judged = {}
+    for record in records:
+        try:
+            seen = judged.setdefault((record["prompt"], setting_key(Interventions.from_dict(record["interventions"]))), {})
+            for seed, passed, score in zip(record["seeds"], record["passed"], record["scores"], strict=True):
+                seen.setdefault(int(seed), (bool(passed), float(score)))
+        except (KeyError, TypeError, ValueError):
+            logger.warning("skipping a candidate record without seeds, passes and scores: %.120s", record)
+    return judged
+
+
+def read_candidates(out_dir: str | Path) -> Judged:
+    """Every judged seed of a search folder, merged across shards (read-only)."""
+    return judged_by_seed(read_shards(out_dir, key=_candidate_key, prefix="candidates"))
 
 
 def _candidate_key(record: Mapping[str, Any]):
@@ -237,17 +251,17 @@ def tune_hard_cases(
 
     results_store = ShardedJsonl(out_dir, key=_search_key, prefix="search", shard_index=shard_index)
     done = results_store.index()
-    seeds = list(scorer.seeds)
+    seeds = tuple(scorer.seeds)
     results = []
     for prompt, csg in tqdm(items, desc="tuning", disable=not progress):
-        if (prompt, tuple(seeds)) in done:
+        if (prompt, seeds) in done:
             continue
         best, best_score, history = coordinate_descent(
             lambda iv: scorer(prompt, csg, iv).score, grid=grid, max_rounds=max_rounds, budget=budget
         )
         baseline = scorer(prompt, csg, NEUTRAL).score
         result = SearchResult(prompt, best, best_score, baseline, len(history), [(iv.to_dict(), s) for iv, s in history])
-        results_store.append({**result.to_record(), "seeds": seeds})
+        results_store.append({**result.to_record(), "seeds": list(seeds)})
         results.append(result)
     return results
 
