@@ -1,50 +1,60 @@
-"""The best single fixed setting on the training hard cases, from a `lina search tune` store.
+"""The best single fixed setting on the hard cases of a `lina search tune` run.
 
 The fair comparison for an AIM is the one setting that does best on the same prompts the AIM learned
-from. Coordinate descent judges every prompt on the settings one coordinate away from the start, so
-those (and any other setting judged on every hard case) are the candidates; the best mean pass rate
-wins, ties broken by the mean judge score.
+from. This runs coordinate descent over the same grid as the per-prompt search, on the mean score over
+all hard cases (minus any held-out split), through the search's candidate store: settings the
+per-prompt search already judged are reused seed by seed, the rest are generated and stored, so a
+killed run resumes.
 
-    python bench/best_fixed.py --search runs/aim2 --seeds 6
+    python bench/best_fixed.py --search runs/xfit --seeds 6 --holdout-split ood:0/2 --out runs/xfit/fixed-0.json
 """
 
 from __future__ import annotations
 
 import argparse
-from collections import defaultdict
+import json
 from pathlib import Path
 
-from lina.aim.cli import read_hard_cases
-from lina.aim.search import read_candidates
+import torch
+
+from lina.aim.cli import SEARCH_FIRST_SEED, _scorer, read_hard_cases
+from lina.aim.search import DEFAULT_GRID, tune_fixed
+from lina.sources import load_items
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--search", type=Path, required=True, help="folder of a `lina search tune` run")
-    parser.add_argument("--seeds", type=int, required=True, help="seeds 0..N-1 each setting must have been judged on")
+    parser.add_argument("--seeds", type=int, required=True, help="seeds per setting, as in the search")
+    parser.add_argument("--first-seed", type=int, default=SEARCH_FIRST_SEED)
+    parser.add_argument("--grid", type=str, default=None, help="JSON grid (default: the search's default grid)")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--holdout-split", action="append", default=[], help="leave out these world splits' prompts")
+    parser.add_argument("--model", default="testbed")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=None, help="write the result as JSON here")
     parser.add_argument("--top", type=int, default=8)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
-    hard = {prompt for prompt, _ in read_hard_cases(args.search)}
-    judged: dict[str, dict[str, dict[int, tuple[bool, float]]]] = defaultdict(dict)
-    for (prompt, key), by_seed in read_candidates(args.search).items():
-        judged[key][prompt] = by_seed
-    seeds = range(args.seeds)
-    rows = []
-    for key, prompts in judged.items():
-        if not hard <= {p for p, by_seed in prompts.items() if all(s in by_seed for s in seeds)}:
-            continue
-        passes = [prompts[p][s][0] for p in hard for s in seeds]
-        scores = [prompts[p][s][1] for p in hard for s in seeds]
-        rows.append((sum(passes) / len(passes), sum(scores) / len(scores), key))
-    rows.sort(reverse=True)
-    print(f"{len(hard)} hard cases x {args.seeds} seeds; {len(rows)} settings judged on all of them")
-    print("| pass rate | mean score | setting |")
-    print("|---|---|---|")
-    for rate, score, key in rows[: args.top]:
-        print(f"| {100 * rate:.1f}% | {score:.3f} | `{key}` |")
-    if rows:
-        print("best fixed:", rows[0][2])
+    held_out = {p for p, _ in load_items(world_split=args.holdout_split)} if args.holdout_split else set()
+    items = [(p, c) for p, c in read_hard_cases(args.search) if p not in held_out]
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    scorer = _scorer(args.model, "testbed", None, args.search, seeds, None, None, "float32", None, 0, False)
+    grid = json.loads(args.grid) if args.grid else DEFAULT_GRID
+    result = tune_fixed(scorer, items, grid=grid, max_rounds=args.rounds)
+    rows = sorted(result.history, key=lambda kv: -kv[1])
+    print(f"{len(items)} hard cases x {args.seeds} seeds (held out: {args.holdout_split or 'none'}); "
+          f"{result.evaluations} settings judged on all of them; baseline {result.baseline_score:.3f}")
+    print("| mean score | setting |")
+    print("|---|---|")
+    for setting, score in rows[: args.top]:
+        print(f"| {score:.3f} | `{json.dumps(setting)}` |")
+    print("best fixed:", json.dumps(result.best.to_dict()))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({**result.to_record(), "hard_cases": len(items), "seeds": list(seeds),
+                                        "holdout": args.holdout_split}, indent=1), encoding="utf-8")
 
 
 if __name__ == "__main__":

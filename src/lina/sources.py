@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pathlib import Path
 
 from lina.prompts.csg import CSG
@@ -43,10 +45,10 @@ def load_judge(name: str, judge_model: str | None = None, dtype: str = "auto", d
     raise ValueError(f"unknown judge {name!r}; choose one of {JUDGES}")
 
 
-def load_items(prompts: Path | None = None, world_split: str | None = None, limit: int | None = None,
+def load_items(prompts: Path | None = None, world_split: str | Sequence[str] | None = None, limit: int | None = None,
                seed: int = 0) -> list[tuple[str, CSG]]:
-    """Prompts with their CSGs: from a text file (one prompt per line, parsed) or a testbed world
-    split (CSGs built by the world generator, exact)."""
+    """Prompts with their CSGs: from a text file (one prompt per line, parsed) or testbed world
+    splits (CSGs built by the world generator, exact; several splits are concatenated, each prompt once)."""
     if (prompts is None) == (world_split is None):
         raise ValueError("give exactly one of --prompts FILE or --world-split NAME")
     if prompts is not None:
@@ -60,7 +62,8 @@ def load_items(prompts: Path | None = None, world_split: str | None = None, limi
         from lina.world import world_split as split
 
         seen: dict[str, CSG] = {}
-        for sample in split(world_split, seed=seed):
-            seen.setdefault(sample.prompt, sample.csg)
+        for name in [world_split] if isinstance(world_split, str) else world_split:
+            for sample in split(name, seed=seed):
+                seen.setdefault(sample.prompt, sample.csg)
         items = list(seen.items())
     return items[:limit] if limit else items

@@ -9,14 +9,16 @@ from lina.aim.search import (
     coordinate_descent,
     mine_hard_cases,
     read_search_results,
+    tune_fixed,
     tune_hard_cases,
 )
-from lina.aim.train import TrainReport, examples_from_search, train_aim
+from lina.aim.train import Example, TrainReport, examples_from_search, fit_aim_from_search, train_aim
 
 __all__ = [
     "AIM",
     "DEFAULT_BOUNDS",
     "DEFAULT_GRID",
+    "Example",
     "FEATURE_NAMES",
     "JudgedScorer",
     "SearchResult",
@@ -24,8 +26,10 @@ __all__ = [
     "coordinate_descent",
     "csg_features",
     "examples_from_search",
+    "fit_aim_from_search",
     "mine_hard_cases",
     "read_search_results",
     "train_aim",
+    "tune_fixed",
     "tune_hard_cases",
 ]

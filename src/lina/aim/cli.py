@@ -20,7 +20,11 @@ Model = Annotated[str, typer.Option(help="'testbed', a hub id or a local diffuse
 Judge = Annotated[str, typer.Option(help="'testbed' (programmatic) or 'qwen2.5-vl'.")]
 JudgeModel = Annotated[Optional[str], typer.Option(help="Qwen2.5-VL id or local path (for --judge qwen2.5-vl).")]
 Prompts = Annotated[Optional[Path], typer.Option(help="Text file, one prompt per line.")]
-WorldSplit = Annotated[Optional[str], typer.Option(help="A testbed world split (train, ood, ...) instead of --prompts.")]
+WorldSplit = Annotated[Optional[list[str]], typer.Option(
+    help="Testbed world split(s) instead of --prompts: train, ood, or a fold such as ood:1/2 (repeatable).")]
+FirstSeed = Annotated[int, typer.Option(
+    help="Seeds are FIRST..FIRST+N-1. The default keeps search seeds apart from `lina eval` seeds (0..N-1).")]
+SEARCH_FIRST_SEED = 1000
 Out = Annotated[Path, typer.Option(help="Output folder (resumable: re-run the same command to continue).")]
 
 
@@ -31,7 +35,7 @@ def _shard() -> tuple[int, int]:
     return state.process_index, state.num_processes
 
 
-def _scorer(model: str, judge: str, judge_model: Optional[str], out: Path, seeds: int, steps: Optional[int],
+def _scorer(model: str, judge: str, judge_model: Optional[str], out: Path, seeds: range, steps: Optional[int],
             guidance: Optional[float], dtype: str, device: Optional[str], shard: int, save_images: bool):
     from lina.aim.search import JudgedScorer
     from lina.pipeline import LinaPipeline
@@ -45,7 +49,7 @@ def _scorer(model: str, judge: str, judge_model: Optional[str], out: Path, seeds
 
         kwargs = {**DEFAULT_SETTINGS, **kwargs}
     return JudgedScorer(
-        LinaPipeline.from_pipe(pipe), load_judge(judge, judge_model, device=device), out, seeds=range(seeds),
+        LinaPipeline.from_pipe(pipe), load_judge(judge, judge_model, device=device), out, seeds=seeds,
         shard_index=shard, image_dir=out / "images" if save_images else None, **kwargs,
     )
 
@@ -58,7 +62,8 @@ def mine(
     judge_model: JudgeModel = None,
     prompts: Prompts = None,
     world_split: WorldSplit = None,
-    seeds: Annotated[int, typer.Option(help="Seeds per prompt (0..N-1).")] = 4,
+    seeds: Annotated[int, typer.Option(help="Seeds per prompt.")] = 4,
+    first_seed: FirstSeed = SEARCH_FIRST_SEED,
     threshold: Annotated[float, typer.Option(help="A prompt is hard when its baseline pass rate is below this.")] = 0.5,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N prompts.")] = None,
     steps: Optional[int] = None,
@@ -73,7 +78,8 @@ def mine(
 
     shard, num_shards = _shard()
     items = load_items(prompts, world_split, limit)[shard::num_shards]
-    scorer = _scorer(model, judge, judge_model, out, seeds, steps, guidance, dtype, device, shard, save_images)
+    seed_range = range(first_seed, first_seed + seeds)
+    scorer = _scorer(model, judge, judge_model, out, seed_range, steps, guidance, dtype, device, shard, save_images)
     hard = mine_hard_cases(scorer, items, threshold)
     path = out / f"hard_cases-{shard:05d}.jsonl"
     path.write_text("".join(json.dumps(h) + "\n" for h in hard), encoding="utf-8")
@@ -99,7 +105,8 @@ def tune(
     model: Model = "testbed",
     judge: Judge = "testbed",
     judge_model: JudgeModel = None,
-    seeds: Annotated[int, typer.Option(help="Seeds per candidate (0..N-1).")] = 4,
+    seeds: Annotated[int, typer.Option(help="Seeds per candidate.")] = 4,
+    first_seed: FirstSeed = SEARCH_FIRST_SEED,
     rounds: Annotated[int, typer.Option(help="Coordinate-descent rounds at most.")] = 3,
     budget: Annotated[Optional[int], typer.Option(help="Distinct settings judged per prompt at most.")] = None,
     grid: Annotated[Optional[str], typer.Option(help='JSON grid, e.g. \'{"contrast": [0, 2, 4]}\'.')] = None,
@@ -114,7 +121,8 @@ def tune(
 
     shard, num_shards = _shard()
     items = read_hard_cases(out)[shard::num_shards]
-    scorer = _scorer(model, judge, judge_model, out, seeds, steps, guidance, dtype, device, shard, save_images)
+    seed_range = range(first_seed, first_seed + seeds)
+    scorer = _scorer(model, judge, judge_model, out, seed_range, steps, guidance, dtype, device, shard, save_images)
     search_grid = json.loads(grid) if grid else DEFAULT_GRID
     results = tune_hard_cases(scorer, items, out, grid=search_grid, max_rounds=rounds, budget=budget, shard_index=shard)
     for r in results:
@@ -130,34 +138,37 @@ def train(
     epochs: int = 500,
     lr: float = 3e-3,
     seed: int = 0,
+    temperature: Annotated[float, typer.Option(
+        help="0: learn each hard case's best setting. >0: learn every judged setting weighted by "
+             "exp((score - best) / T), so near-best settings share the label.")] = 0.1,
+    contrast_prompts: Annotated[str, typer.Option(
+        help="Comma-separated negatives the AIM chooses between (neutral, counterfactual, empty).")] = "neutral,counterfactual",
+    holdout_split: Annotated[Optional[list[str]], typer.Option(
+        help="Leave out the prompts of these testbed world splits (e.g. ood:0/2, to evaluate on them).")] = None,
     dtype: str = "float32",
     device: Optional[str] = None,
 ) -> None:
-    """Fit an AIM to the best strengths found by the search."""
-    import torch
-
+    """Fit an AIM to the strengths that did best in the search."""
     from lina.adapters import adapter_for
-    from lina.aim import AIM, DEFAULT_BOUNDS, examples_from_search, read_search_results, train_aim
-    from lina.aim.train import majority_contrast_prompt
-    from lina.prompts import parse_prompt
-    from lina.sources import load_model
+    from lina.aim import read_search_results
+    from lina.aim.train import fit_aim_from_search
+    from lina.sources import load_items, load_model
 
     records = read_search_results(search)
     if not records:
         raise typer.BadParameter(f"no search results in {search}; run `lina search tune --out {search}` first")
-    examples = examples_from_search(records)
-    csgs_by_prompt = {p: c for p, c in read_hard_cases(search)}
+    excluded = [p for p, _ in load_items(world_split=holdout_split)] if holdout_split else []
+    choices = [c.strip() for c in contrast_prompts.split(",") if c.strip()]
     adapter = adapter_for(load_model(model, dtype=dtype, device=device))
-    prompts = [p for p, _ in examples]
-    targets = [t for _, t in examples]
-    pooled = adapter.pooled_embedding(prompts).cpu()
-    csgs = [csgs_by_prompt.get(p) or parse_prompt(p) for p in prompts]
-    torch.manual_seed(seed)
-    aim = AIM(adapter.family, pooled.shape[-1], hidden=hidden, bounds=dict(DEFAULT_BOUNDS),
-              contrast_prompt=majority_contrast_prompt(targets))
-    report = train_aim(aim, pooled, csgs, targets, epochs=epochs, lr=lr, seed=seed)
+    try:
+        aim, report, n_prompts = fit_aim_from_search(
+            records, adapter, dict(read_hard_cases(search)), temperature=temperature, contrast_prompts=choices,
+            exclude=excluded, hidden=hidden, epochs=epochs, lr=lr, seed=seed)
+    except ValueError as error:
+        raise typer.BadParameter(f"{error} (search results in {search})") from error
     aim.save_pretrained(out)
-    typer.echo(f"trained on {report.examples} examples, {report.epochs} epochs, val MSE {report.val_loss:.4f} -> {out}")
+    typer.echo(f"trained on {n_prompts} prompts ({report.examples} weighted settings), {report.epochs} epochs, "
+               f"val loss {report.val_loss:.4f} -> {out}")
 
 
 @aim_app.command()

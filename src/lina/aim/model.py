@@ -2,8 +2,10 @@
 
 A small MLP reads the target model's pooled prompt embedding plus a few CSG counts and predicts each
 strength as a fraction of its documented range (a sigmoid), so every prediction is valid by
-construction. It is trained offline on the strengths the coordinate-descent search found for hard
-cases; at inference only parsing and this MLP run (no judge).
+construction, and which negative prompt the contrast uses (a classifier over ``contrast_prompts``:
+the neutral prompt removes the relation, the counterfactual one pushes away from its opposite, and
+which helps depends on the prompt). It is trained offline on the strengths the coordinate-descent
+search found for hard cases; at inference only parsing and this MLP run (no judge).
 """
 
 from __future__ import annotations
@@ -39,18 +41,24 @@ class AIM(nn.Module, PyTorchModelHubMixin, library_name="lina", tags=["lina", "a
         bounds: dict[str, Sequence[float]] | None = None,
         contrast_prompt: str = "neutral",
         dropout: float = 0.1,
+        contrast_prompts: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         bounds = {k: tuple(v) for k, v in (bounds or DEFAULT_BOUNDS).items()}
         unknown = [t for t in targets if t not in bounds]
         if unknown:
             raise ValueError(f"no bounds for AIM targets {unknown}; give bounds for each of {list(targets)}")
-        Interventions(contrast_prompt=contrast_prompt)  # validates the name
+        # ``contrast_prompts``: the negatives the AIM chooses between; one entry = always that one.
+        self.contrast_prompts = tuple(contrast_prompts) if contrast_prompts else (contrast_prompt,)
+        if len(set(self.contrast_prompts)) != len(self.contrast_prompts):
+            raise ValueError(f"contrast_prompts {list(self.contrast_prompts)} repeat an entry; list each once")
+        for name in self.contrast_prompts:
+            Interventions(contrast_prompt=name)  # validates the name
         self.family = family
         self.embed_dim = embed_dim
         self.targets = tuple(targets)
         self.bounds = {t: bounds[t] for t in self.targets}
-        self.contrast_prompt = contrast_prompt
+        self.contrast_prompt = self.contrast_prompts[0]
         self.embed_norm = nn.LayerNorm(embed_dim)
         self.net = nn.Sequential(
             nn.Linear(embed_dim + len(FEATURE_NAMES), hidden),
@@ -58,15 +66,17 @@ class AIM(nn.Module, PyTorchModelHubMixin, library_name="lina", tags=["lina", "a
             nn.Dropout(dropout),
             nn.Linear(hidden, hidden),
             nn.SiLU(),
-            nn.Linear(hidden, len(self.targets)),
+            nn.Linear(hidden, len(self.targets) + len(self.contrast_prompts)),
         )
         self._adapter = None
 
     # -- the network ---------------------------------------------------------------------------
-    def forward(self, pooled: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        """Strengths as fractions of their ranges, shape (batch, len(targets)), in (0, 1)."""
+    def forward(self, pooled: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Strengths as fractions of their ranges, shape (batch, len(targets)), in (0, 1), and the
+        logits of the contrast prompt choice, shape (batch, len(contrast_prompts))."""
         x = torch.cat([self.embed_norm(pooled.float()), features.float()], dim=-1)
-        return torch.sigmoid(self.net(x))
+        out = self.net(x)
+        return torch.sigmoid(out[:, : len(self.targets)]), out[:, len(self.targets) :]
 
     def to_unit(self, interventions: Interventions) -> torch.Tensor:
         """Training target: each strength as a fraction of its range (clipped to it)."""
@@ -76,11 +86,17 @@ class AIM(nn.Module, PyTorchModelHubMixin, library_name="lina", tags=["lina", "a
             values.append(min(max((getattr(interventions, t) - low) / (high - low), 0.0), 1.0))
         return torch.tensor(values)
 
-    def from_unit(self, unit: torch.Tensor) -> list[Interventions]:
+    def prompt_index(self, interventions: Interventions) -> int:
+        """Training target of the choice head: the index of the setting's contrast prompt (-1: not a choice)."""
+        name = interventions.contrast_prompt
+        return self.contrast_prompts.index(name) if name in self.contrast_prompts else -1
+
+    def from_unit(self, unit: torch.Tensor, logits: torch.Tensor | None = None) -> list[Interventions]:
+        choices = logits.argmax(dim=-1).tolist() if logits is not None else [0] * unit.shape[0]
         out = []
-        for row in unit.tolist():
+        for row, choice in zip(unit.tolist(), choices):
             values = {t: low + u * (high - low) for t, u, (low, high) in zip(self.targets, row, self.bounds.values())}
-            out.append(NEUTRAL.replace(contrast_prompt=self.contrast_prompt, **values))
+            out.append(NEUTRAL.replace(contrast_prompt=self.contrast_prompts[choice], **values))
         return out
 
     # -- binding to a pipeline -----------------------------------------------------------------
@@ -117,5 +133,6 @@ class AIM(nn.Module, PyTorchModelHubMixin, library_name="lina", tags=["lina", "a
         features = torch.stack([csg_features(c) for c in csgs])
         self.eval()
         param = next(self.parameters())
-        unit = self(pooled.to(param.device), features.to(param.device)).cpu()
-        return [NEUTRAL if not c.has_relations else iv for c, iv in zip(csgs, self.from_unit(unit))]
+        unit, logits = self(pooled.to(param.device), features.to(param.device))
+        settings = self.from_unit(unit.cpu(), logits.cpu())
+        return [NEUTRAL if not c.has_relations else iv for c, iv in zip(csgs, settings)]

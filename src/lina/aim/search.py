@@ -266,6 +266,39 @@ def tune_hard_cases(
     return results
 
 
+def tune_fixed(
+    scorer: JudgedScorer,
+    items: Sequence[tuple[str, CSG]],
+    grid: Mapping[str, Iterable[Any]] = DEFAULT_GRID,
+    max_rounds: int = 3,
+    budget: int | None = None,
+    progress: bool = True,
+) -> SearchResult:
+    """The best single setting for all of ``items`` together: coordinate descent on the mean score
+    over the prompts (the fair fixed-strength baseline for an AIM trained on the same prompts).
+
+    Every (prompt, setting, seed) goes through the scorer's store, so this reuses whatever the
+    per-prompt search already judged and resumes after a kill. Returns a `SearchResult` for the
+    prompt ``"*"`` whose scores are means over ``items``.
+    """
+    from tqdm.auto import tqdm
+
+    if not items:
+        raise ValueError("tune_fixed needs at least one prompt")
+    bar = tqdm(desc="fixed settings", unit="setting", disable=not progress)
+
+    def mean_score(iv: Interventions) -> float:
+        value = sum(scorer(prompt, csg, iv).score for prompt, csg in items) / len(items)
+        bar.update()
+        bar.set_postfix(score=f"{value:.3f}")
+        return value
+
+    best, best_score, history = coordinate_descent(mean_score, grid=grid, max_rounds=max_rounds, budget=budget)
+    bar.close()
+    baseline = mean_score(NEUTRAL)
+    return SearchResult("*", best, best_score, baseline, len(history), [(iv.to_dict(), s) for iv, s in history])
+
+
 def _search_key(record: Mapping[str, Any]) -> tuple[str, tuple[int, ...]]:
     return record["prompt"], tuple(record.get("seeds", ()))
 

@@ -1,10 +1,11 @@
-"""Fit the AIM on search results: pooled prompt embedding + CSG counts -> best strengths found."""
+"""Fit the AIM on search results: pooled prompt embedding + CSG counts -> the strengths (and the
+contrast prompt) that did best on each hard case."""
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +18,10 @@ from lina.prompts.csg import CSG
 
 logger = logging.getLogger("lina")
 
+# Weight of the contrast-prompt cross-entropy next to the strengths' MSE (range fractions, so the MSE
+# of a wrong guess is ~0.1 while a wrong choice costs ~0.7 nats).
+CHOICE_WEIGHT = 0.2
+
 
 @dataclass
 class TrainReport:
@@ -26,12 +31,41 @@ class TrainReport:
     examples: int
 
 
-def examples_from_search(records: Sequence[dict], min_gain: float = 0.0) -> list[tuple[str, Interventions]]:
-    """(prompt, best setting) pairs from ``search-*.jsonl`` records whose best beat the baseline by > ``min_gain``."""
+@dataclass(frozen=True)
+class Example:
+    """One training target of the AIM: a setting for a prompt, weighted within that prompt."""
+
+    prompt: str
+    setting: Interventions
+    weight: float = 1.0
+
+
+def examples_from_search(
+    records: Sequence[dict], min_gain: float = 0.0, temperature: float = 0.0, exclude: Iterable[str] = ()
+) -> list[Example]:
+    """Training examples from ``search-*.jsonl`` records whose best beat the baseline by > ``min_gain``
+    (a prompt nothing helped says nothing about which strengths help), minus prompts in ``exclude``.
+
+    ``temperature`` 0: one example per prompt, its best setting. ``temperature`` > 0: every setting the
+    search judged on the prompt, weighted by ``exp((score - best) / temperature)`` and normalised so each
+    prompt weighs 1 in all. Settings within a seed or two of the best then share the label: with a
+    handful of seeds per candidate the single best is partly chance, and the weighted mean of the
+    near-best settings is a steadier target (advantage-weighted regression).
+    """
+    excluded = set(exclude)
     out = []
     for r in records:
-        if r["best_score"] - r["baseline_score"] > min_gain:
-            out.append((r["prompt"], Interventions.from_dict(r["best"])))
+        if r["prompt"] in excluded or r["best_score"] - r["baseline_score"] <= min_gain:
+            continue
+        if temperature <= 0:
+            out.append(Example(r["prompt"], Interventions.from_dict(r["best"])))
+            continue
+        seen: dict[Interventions, float] = {}
+        for setting, score in r["history"]:
+            seen[Interventions.from_dict(setting)] = score
+        weights = {s: math.exp((score - r["best_score"]) / temperature) for s, score in seen.items()}
+        total = sum(weights.values())
+        out += [Example(r["prompt"], s, w / total) for s, w in weights.items() if w / total > 1e-4]
     return out
 
 
@@ -54,38 +88,61 @@ def train_aim(
     patience: int = 50,
     seed: int = 0,
     progress: bool = True,
+    weights: Sequence[float] | None = None,
+    groups: Sequence[str] | None = None,
 ) -> TrainReport:
-    """Full-batch AdamW on the MSE between predicted and searched strengths (as range fractions),
-    with a held-out validation split and early stopping on it; the best validation state is kept."""
+    """Full-batch AdamW on the weighted MSE between predicted and searched strengths (as range
+    fractions) plus the weighted cross-entropy of the contrast prompt choice (on examples that use a
+    contrast), with a held-out validation split and early stopping on it; the best validation state
+    is kept. ``groups`` (e.g. the prompt of each example) keeps all examples of a group on one side of
+    the split; ``weights`` default to 1."""
     from tqdm.auto import tqdm
 
     if not len(targets) == len(csgs) == pooled.shape[0]:
         raise ValueError("pooled, csgs and targets must have one entry per example")
-    if len(targets) < 2:
-        raise ValueError(f"need at least 2 examples to train an AIM, got {len(targets)}")
+    groups = list(groups) if groups is not None else list(range(len(targets)))
+    weights = torch.tensor(list(weights) if weights is not None else [1.0] * len(targets), dtype=torch.float32)
+    if not len(groups) == len(weights) == len(targets):
+        raise ValueError("weights and groups must have one entry per example")
+    names = list(dict.fromkeys(groups))
+    if len(names) < 2:
+        raise ValueError(f"need examples of at least 2 prompts to train an AIM, got {len(names)}")
     generator = torch.Generator().manual_seed(seed)
     pooled = pooled.detach().float()
     features = torch.stack([csg_features(c) for c in csgs])
     y = torch.stack([aim.to_unit(t) for t in targets])
-    order = torch.randperm(len(targets), generator=generator)
-    n_val = max(1, math.floor(val_fraction * len(targets)))
-    val, train = order[:n_val], order[n_val:]
+    choice = torch.tensor([aim.prompt_index(t) if t.uses_contrast else -1 for t in targets])
+    order = torch.randperm(len(names), generator=generator).tolist()
+    n_val = max(1, math.floor(val_fraction * len(names)))
+    val_names = {names[i] for i in order[:n_val]}
+    val = torch.tensor([i for i, g in enumerate(groups) if g in val_names])
+    train = torch.tensor([i for i, g in enumerate(groups) if g not in val_names])
+
+    def loss_of(rows: torch.Tensor) -> torch.Tensor:
+        unit, logits = aim(pooled[rows], features[rows])
+        w = weights[rows]
+        mse = (w * ((unit - y[rows]) ** 2).mean(dim=-1)).sum() / w.sum()
+        chosen = choice[rows] >= 0
+        if len(aim.contrast_prompts) < 2 or not chosen.any():
+            return mse
+        ce = nn.functional.cross_entropy(logits[chosen], choice[rows][chosen], reduction="none")
+        return mse + (w[chosen] * ce).sum() / w[chosen].sum() * CHOICE_WEIGHT
+
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(aim.parameters(), lr=lr, weight_decay=weight_decay)
-    loss_fn = nn.MSELoss()
     best_val, best_state, since_best, epoch = float("inf"), None, 0, 0
     train_loss = float("nan")
     bar = tqdm(range(epochs), desc="aim", disable=not progress)
     for epoch in bar:
         aim.train()
         optimizer.zero_grad()
-        loss = loss_fn(aim(pooled[train], features[train]), y[train])
+        loss = loss_of(train)
         loss.backward()
         optimizer.step()
         train_loss = loss.item()
         aim.eval()
         with torch.no_grad():
-            val_loss = loss_fn(aim(pooled[val], features[val]), y[val]).item()
+            val_loss = loss_of(val).item()
         bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
         if val_loss < best_val - 1e-6:
             best_val, since_best = val_loss, 0
@@ -98,3 +155,39 @@ def train_aim(
         aim.load_state_dict(best_state)
     aim.eval()
     return TrainReport(epochs=epoch + 1, train_loss=train_loss, val_loss=best_val, examples=len(targets))
+
+
+def fit_aim_from_search(
+    records: Sequence[dict],
+    adapter,
+    csg_of: dict[str, CSG] | None = None,
+    *,
+    temperature: float = 0.1,
+    contrast_prompts: Sequence[str] = ("neutral", "counterfactual"),
+    exclude: Iterable[str] = (),
+    hidden: int = 128,
+    epochs: int = 500,
+    lr: float = 3e-3,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[AIM, TrainReport, int]:
+    """A fresh AIM for ``adapter``'s model fitted on search ``records`` (see `examples_from_search`);
+    returns it, its training report and the number of prompts it learned from. ``csg_of`` gives
+    known scene graphs (others are parsed)."""
+    from lina.aim.model import DEFAULT_BOUNDS
+    from lina.prompts import parse_prompt
+
+    examples = examples_from_search(records, temperature=temperature, exclude=exclude)
+    if not examples:
+        raise ValueError("no search result beat its baseline (after the exclusions); nothing to learn")
+    csg_of = csg_of or {}
+    prompts = list(dict.fromkeys(e.prompt for e in examples))
+    pooled_by_prompt = dict(zip(prompts, adapter.pooled_embedding(prompts).detach().float().cpu()))
+    pooled = torch.stack([pooled_by_prompt[e.prompt] for e in examples])
+    csgs = [csg_of.get(e.prompt) or parse_prompt(e.prompt) for e in examples]
+    torch.manual_seed(seed)
+    aim = AIM(adapter.family, pooled.shape[-1], hidden=hidden, bounds=dict(DEFAULT_BOUNDS),
+              contrast_prompts=tuple(contrast_prompts))
+    report = train_aim(aim, pooled, csgs, [e.setting for e in examples], epochs=epochs, lr=lr, seed=seed,
+                       weights=[e.weight for e in examples], groups=[e.prompt for e in examples], progress=progress)
+    return aim, report, len(prompts)

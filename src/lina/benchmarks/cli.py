@@ -67,7 +67,7 @@ def evaluate(
     judge: str = typer.Option("testbed", help="'testbed' (programmatic) or 'qwen2.5-vl'."),
     judge_model: Optional[str] = typer.Option(None, help="Qwen2.5-VL id or local path."),
     data: Optional[Path] = typer.Option(None, help="Local dataset folder (winoground, pap)."),
-    subset: str = typer.Option("all", help="pap: all, ood or in_distribution; testbed: all, ood or train."),
+    subset: str = typer.Option("all", help="pap: all, ood or in_distribution; testbed: all, ood, train or a fold such as ood:0/2."),
     aim: Optional[Path] = typer.Option(None, help="A trained AIM: LINA strengths predicted per prompt."),
     token_scale: Optional[float] = typer.Option(None, help="Fixed strengths instead of an AIM (unset = neutral)."),
     contrast: Optional[float] = typer.Option(None),

@@ -10,18 +10,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from lina.benchmarks.items import EvalItem
-from lina.world.scenes import world_split
+from lina.world.scenes import parse_split, world_split
 
 BENCHMARK = "testbed"
 _SUBSETS = {"ood": "ood", "train": "in_distribution"}
 
 
 def world_items(splits: Sequence[str] = ("ood", "train"), *, per_category: int = 48, seed: int = 0) -> list[EvalItem]:
-    """The distinct prompts of the world's ``splits`` ("ood", "train"), ``per_category`` samples each."""
+    """The distinct prompts of the world's ``splits`` ("ood", "train", or folds such as "ood:0/2"),
+    ``per_category`` samples each."""
     items: dict[str, EvalItem] = {}
     for split in splits:
         for sample in world_split(split, seed=seed, per_category=per_category):
-            groups = {"category": sample.category, "subset": _SUBSETS[split]}
+            groups = {"category": sample.category, "subset": _SUBSETS[parse_split(split)[0]]}
             item = EvalItem(BENCHMARK, sample.prompt, sample.prompt, sample.csg, groups=groups)
             items.setdefault(sample.prompt, item)
     return list(items.values())

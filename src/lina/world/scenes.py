@@ -338,19 +338,43 @@ def sample_world(n: int, seed: int, rare_weight: float = RARE_WEIGHT) -> list[Wo
 SPLITS = ("ood", "train")
 
 
+def parse_split(name: str) -> tuple[str, int | None, int]:
+    """``"ood"`` -> ("ood", None, 1); ``"ood:1/2"`` -> ("ood", 1, 2): fold 1 of 2 of the split."""
+    base, _, fold = name.partition(":")
+    if base not in SPLITS:
+        raise ValueError(f"unknown split {name!r}; choose one of {SPLITS}, or a fold of one such as 'ood:0/2'")
+    if not fold:
+        return base, None, 1
+    index, _, count = fold.partition("/")
+    if not (index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
+        raise ValueError(f"bad fold in split {name!r}; write SPLIT:I/K with 0 <= I < K, e.g. 'ood:0/2'")
+    return base, int(index), int(count)
+
+
+def cell_fold(cell: Cell, folds: int) -> int:
+    """The fold of ``cell``: cells are dealt round-robin to the folds within each category, in the
+    fixed order of `all_cells`, so every fold holds each category's cells in the same proportion and
+    all phrasings of one cell (e.g. "A above B" and "B below A") land in the same fold."""
+    same = [c for c in all_cells() if c.category == cell.category and c.rare == cell.rare]
+    return same.index(cell) % folds
+
+
 def world_split(name: str, seed: int = 0, per_category: int = 48) -> list[WorldSample]:
     """An evaluation split: ``per_category`` samples per category, prompts cycled in a fixed order.
 
     ``"ood"``: the rare cells (rarely seen in training). ``"train"``: common cells, in-distribution.
+    ``"ood:I/K"`` (or ``"train:I/K"``): the samples of that split whose cell is in fold I of K (see
+    `cell_fold`). Folds let a method tuned on some rare cells be evaluated on the others (cross-fitting).
     """
-    if name not in SPLITS:
-        raise ValueError(f"unknown split {name!r}; choose one of {SPLITS}")
+    base, fold, folds = parse_split(name)
+    if fold is not None:
+        return [s for s in world_split(base, seed, per_category) if cell_fold(s.cell, folds) == fold]
     rng = random.Random(seed)
     samples = []
     for category in CATEGORIES:
-        cells = [c for c in all_cells() if c.category == category and c.rare == (name == "ood")]
+        cells = [c for c in all_cells() if c.category == category and c.rare == (base == "ood")]
         phrasings = [(cell, csg) for cell in cells for csg in cell_prompts(cell)]
-        if name == "train":
+        if base == "train":
             rng.shuffle(phrasings)
         samples += [_sample(*phrasings[i % len(phrasings)], rng) for i in range(per_category)]
     return samples

@@ -1,0 +1,170 @@
+"""AIM against the best fixed setting on the testbed's OOD prompts, under two tuning protocols.
+
+Both methods always learn from the same hard cases, judged on search seeds (1000..), and are
+evaluated on prompts they never saw, on evaluation seeds (0..N-1):
+
+* ``train-only``: the hard cases of the in-distribution prompts; evaluated on every OOD prompt.
+* ``cross-fitted``: the OOD cells are dealt into K folds by cell (`lina.world.scenes.cell_fold`: both
+  phrasings of a scene stay together, categories stratified). For fold k, the AIM and the fixed setting
+  learn from the train hard cases plus the OOD hard cases of the other folds, and are evaluated on
+  fold k. Every OOD prompt is evaluated once, by methods that never saw it or its cell.
+
+The best fixed setting is found by coordinate descent on the mean score over the same hard cases
+(`lina.aim.tune_fixed`), over the same grid as the per-prompt search. Every judged image goes through
+a resumable store (the search's for tuning, ``OUT/eval`` for evaluation).
+
+    python bench/aim_crossfit.py --search runs/xfit --out runs/xfit-eval --seeds 5 --search-seeds 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from lina.aim import JudgedScorer, fit_aim_from_search, read_search_results, tune_fixed
+from lina.aim.cli import SEARCH_FIRST_SEED, read_hard_cases
+from lina.benchmarks.metrics import bootstrap_ci
+from lina.interventions.strengths import NEUTRAL
+from lina.world.scenes import world_prompts, world_split
+
+GRID = {"contrast": [0, 1.5, 3, 6], "contrast_window": [0.25, 0.5, 0.75], "contrast_prompt": ["neutral", "counterfactual"],
+        "token_scale": [1, 2], "shift_gain": [1, 2]}
+METHODS = ("baseline", "best fixed", "AIM")
+
+
+def _prompts(split: str) -> dict:
+    return {s.prompt: s.csg for s in world_split(split)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--search", type=Path, required=True, help="folder of `lina search mine/tune` over train + ood")
+    parser.add_argument("--out", type=Path, default=Path("runs/xfit-eval"))
+    parser.add_argument("--seeds", type=int, default=5, help="evaluation seeds 0..N-1")
+    parser.add_argument("--search-seeds", type=int, default=6, help="seeds the search judged each setting on")
+    parser.add_argument("--folds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="coordinate-descent rounds for the fixed setting")
+    parser.add_argument("--grid", type=str, default=json.dumps(GRID))
+    parser.add_argument("--temperature", type=float, default=0.1, help="AIM label temperature (lina aim train)")
+    parser.add_argument("--protocols", nargs="*", default=["train-only", "cross-fitted"])
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from tqdm.auto import tqdm
+
+    from lina.adapters import adapter_for
+    from lina.benchmarks.demo import DEFAULT_SETTINGS
+    from lina.judges.testbed import TestbedJudge
+    from lina.pipeline import LinaPipeline
+    from lina.world.model import load_testbed_pipeline
+
+    pipe = load_testbed_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    lina = LinaPipeline.from_pipe(pipe)
+    adapter = adapter_for(pipe)
+    judge = TestbedJudge()
+    search_seeds = range(SEARCH_FIRST_SEED, SEARCH_FIRST_SEED + args.search_seeds)
+    tuner = JudgedScorer(lina, judge, args.search, seeds=search_seeds, **DEFAULT_SETTINGS)
+    evaluator = JudgedScorer(lina, judge, args.out / "eval", seeds=range(args.seeds), **DEFAULT_SETTINGS)
+    records = read_search_results(args.search)
+    hard = read_hard_cases(args.search)
+    csg_of = dict(hard)
+    ood = _prompts("ood")
+    grid = json.loads(args.grid)
+
+    plans = []  # (protocol, fold name, held-out prompts = evaluation prompts, prompts excluded from tuning)
+    if "train-only" in args.protocols:
+        plans.append(("train-only", "all", ood, set(ood)))
+    if "cross-fitted" in args.protocols:
+        for k in range(args.folds):
+            fold = _prompts(f"ood:{k}/{args.folds}")
+            plans.append(("cross-fitted", f"{k}/{args.folds}", fold, set(fold)))
+
+    rates: dict[tuple[str, str, str], dict[str, float]] = defaultdict(dict)  # (protocol, method, category) -> prompt -> rate
+    learned = []
+    for protocol, fold, evaluate_on, excluded in plans:
+        pool = [(p, c) for p, c in hard if p not in excluded]
+        print(f"[{protocol} {fold}] tuning on {len(pool)} hard cases, evaluating on {len(evaluate_on)} prompts", flush=True)
+        fixed = tune_fixed(tuner, pool, grid=grid, max_rounds=args.rounds).best
+        aim, report, n_prompts = fit_aim_from_search(records, adapter, csg_of, temperature=args.temperature,
+                                                     exclude=excluded, progress=False)
+        aim.save_pretrained(args.out / f"aim-{protocol}-{fold.replace('/', 'of')}")
+        prompts = list(evaluate_on)
+        predicted = dict(zip(prompts, aim.predict(prompts, pooled=adapter.pooled_embedding(prompts),
+                                                  csgs=[evaluate_on[p] for p in prompts])))
+        learned.append({"protocol": protocol, "fold": fold, "tuning_hard_cases": len(pool), "aim_prompts": n_prompts,
+                        "aim_val_loss": report.val_loss, "best_fixed": fixed.to_dict(),
+                        "aim": {p: iv.to_dict() for p, iv in predicted.items()}})
+        for prompt in tqdm(prompts, desc=f"eval {protocol} {fold}"):
+            category = world_prompts()[prompt][0].category
+            settings = {"baseline": NEUTRAL, "best fixed": fixed, "AIM": predicted[prompt]}
+            for method in METHODS:
+                rate = evaluator(prompt, evaluate_on[prompt], settings[method]).pass_rate
+                rates[(protocol, method, "ALL")][prompt] = rate
+                rates[(protocol, method, category)][prompt] = rate
+
+    rows = []
+    lines = [f"evaluation seeds 0..{args.seeds - 1}; search seeds {search_seeds.start}..{search_seeds.stop - 1}; "
+             f"AIM temperature {args.temperature}", "",
+             "| protocol | category | prompts | baseline | best fixed | AIM | AIM - best fixed (95% CI) |",
+             "|---|---|---|---|---|---|---|"]
+    categories = sorted({k[2] for k in rates}, key=lambda c: (c != "ALL", c))
+    for protocol in dict.fromkeys(p for p, _, _, _ in plans):
+        for category in categories:
+            if (protocol, "AIM", category) not in rates:
+                continue
+            est = {m: bootstrap_ci(list(rates[(protocol, m, category)].values())) for m in METHODS}
+            shared = sorted(rates[(protocol, "AIM", category)])
+            delta = bootstrap_ci([rates[(protocol, "AIM", category)][p] - rates[(protocol, "best fixed", category)][p]
+                                  for p in shared])
+            rows.append({"protocol": protocol, "category": category, "prompts": len(shared),
+                         **{m: {"rate": e.rate, "ci": [e.low, e.high]} for m, e in est.items()},
+                         "aim_minus_fixed": {"rate": delta.rate, "ci": [delta.low, delta.high]}})
+            cells = " | ".join(f"{100 * est[m].rate:.1f}%" for m in METHODS)
+            lines.append(f"| {protocol} | {category} | {len(shared)} | {cells} | {100 * delta.rate:+.1f} "
+                         f"[{100 * delta.low:+.1f}, {100 * delta.high:+.1f}] |")
+    table = "\n".join(lines)
+    print(table)
+    for entry in learned:
+        print(f"{entry['protocol']} {entry['fold']}: best fixed {json.dumps(entry['best_fixed'])}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "crossfit.json").write_text(json.dumps({"rows": rows, "learned": learned}, indent=1) + "\n")
+    (args.out / "crossfit.md").write_text(table + "\n")
+    _plot(rows, args.out / "crossfit.png")
+    print(f"wrote {args.out / 'crossfit.md'}, crossfit.json and crossfit.png")
+
+
+def _plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    protocols = list(dict.fromkeys(r["protocol"] for r in rows))
+    fig, axes = plt.subplots(1, len(protocols), figsize=(6 * len(protocols), 3.6), squeeze=False, sharey=True)
+    for ax, protocol in zip(axes[0], protocols):
+        mine = [r for r in rows if r["protocol"] == protocol]
+        width = 0.27
+        for i, method in enumerate(METHODS):
+            xs = [j + (i - 1) * width for j in range(len(mine))]
+            values = [100 * r[method]["rate"] for r in mine]
+            errors = [[100 * (r[method]["rate"] - r[method]["ci"][0]) for r in mine],
+                      [100 * (r[method]["ci"][1] - r[method]["rate"]) for r in mine]]
+            ax.bar(xs, values, width, yerr=errors, capsize=2, label=method)
+        ax.set_xticks(range(len(mine)), [f"{r['category']}\n({r['prompts']})" for r in mine])
+        ax.set_title(f"OOD success, {protocol}")
+        ax.set_ylim(0, 100)
+    axes[0][0].set_ylabel("success (%)")
+    axes[0][0].legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""The AIM workflow end to end through the CLI, cross-fitting folds, weighted labels, the prompt choice."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from lina import Interventions
+from lina.aim import AIM, examples_from_search, train_aim, tune_fixed
+from lina.aim.search import read_search_results
+from lina.cli import app
+from lina.interventions.strengths import NEUTRAL
+from lina.prompts import parse_prompt
+from lina.world.scenes import all_cells, cell_fold, parse_split, world_prompts, world_split
+
+runner = CliRunner()
+
+
+def test_folds_partition_a_split_by_cell_and_stratify_by_category():
+    whole = {s.prompt for s in world_split("ood")}
+    folds = [{s.prompt for s in world_split(f"ood:{i}/2")} for i in range(2)]
+    assert folds[0] | folds[1] == whole and not folds[0] & folds[1]
+    for i, fold in enumerate(folds):
+        cells = {world_prompts()[p][0] for p in fold}
+        assert all(cell_fold(c, 2) == i for c in cells)
+        # both phrasings of a cell ("A above B", "B below A") land in the same fold
+        assert all(other in fold for p in fold for other, (cell, neutral) in world_prompts().items()
+                   if cell == world_prompts()[p][0] and not neutral and cell.rare)
+    for category in ("spatial", "contact", "shadow"):
+        sizes = [sum(world_prompts()[p][0].category == category for p in fold) for fold in folds]
+        assert sizes[0] == sizes[1] > 0
+    assert parse_split("train:2/3") == ("train", 2, 3) and parse_split("ood") == ("ood", None, 1)
+    for bad in ("ood:2/2", "ood:a/2", "ood:1", "test:0/2"):
+        with pytest.raises(ValueError, match="split"):
+            world_split(bad)
+    assert len(all_cells()) > 0
+
+
+def _record(prompt, history, baseline=0.5):
+    best_setting, best_score = max(history, key=lambda kv: kv[1])
+    return {"prompt": prompt, "best": best_setting.to_dict(), "best_score": best_score, "baseline_score": baseline,
+            "evaluations": len(history), "history": [(s.to_dict(), v) for s, v in history], "seeds": [0, 1]}
+
+
+def test_examples_from_search_weights_near_best_settings():
+    strong, weak = Interventions(contrast=4.0), Interventions(contrast=1.0)
+    records = [
+        _record("a red circle above a blue square", [(NEUTRAL, 0.5), (weak, 0.9), (strong, 1.0)]),
+        _record("a lamp left of a red circle", [(NEUTRAL, 0.5), (weak, 0.5)]),  # nothing helped: dropped
+        _record("a blue circle on a red square", [(NEUTRAL, 0.5), (strong, 0.75)]),
+    ]
+    best_only = examples_from_search(records)
+    assert [(e.prompt, e.setting, e.weight) for e in best_only] == [
+        ("a red circle above a blue square", strong, 1.0), ("a blue circle on a red square", strong, 1.0)]
+    weighted = examples_from_search(records, temperature=0.1)
+    first = {e.setting: e.weight for e in weighted if e.prompt == "a red circle above a blue square"}
+    assert sum(first.values()) == pytest.approx(1.0)
+    assert first[strong] / first[weak] == pytest.approx(torch.e)  # exp(0.1 / 0.1)
+    assert first[NEUTRAL] < first[weak]
+    assert {e.prompt for e in examples_from_search(records, exclude=["a blue circle on a red square"])} == {
+        "a red circle above a blue square"}
+
+
+def test_aim_learns_which_contrast_prompt_each_kind_of_prompt_needs(tmp_path):
+    prompts = ["a cat under a table", "a cup on a box", "a ball above a chair", "a dog left of a tree",
+               "a bird eats a snake", "a dog chases a cat", "a snake eats a bird", "a cat chases a mouse"]
+    csgs = [parse_prompt(p) for p in prompts]
+    spatial = [all(r.kind == "spatial" for r in c.relations) for c in csgs]
+    assert spatial == [True] * 4 + [False] * 4
+    targets = [Interventions(contrast=3.0, contrast_prompt="counterfactual" if s else "neutral") for s in spatial]
+    torch.manual_seed(0)
+    aim = AIM("sd3", 8, hidden=32, dropout=0.0, contrast_prompts=("neutral", "counterfactual"))
+    train_aim(aim, torch.zeros(8, 8), csgs, targets, epochs=300, lr=1e-2, val_fraction=0.25, patience=300,
+              progress=False, groups=prompts)
+    predicted = aim.predict(prompts, pooled=torch.zeros(8, 8), csgs=csgs)
+    assert [p.contrast_prompt for p in predicted] == [t.contrast_prompt for t in targets]
+    aim.save_pretrained(tmp_path)
+    loaded = AIM.from_pretrained(tmp_path)
+    assert loaded.contrast_prompts == ("neutral", "counterfactual")
+    assert loaded.predict(prompts, pooled=torch.zeros(8, 8), csgs=csgs) == predicted
+    single = AIM("sd3", 8, contrast_prompt="counterfactual")  # one entry: always that negative
+    assert {p.contrast_prompt for p in single.predict(prompts[:2], pooled=torch.zeros(2, 8))} == {"counterfactual"}
+    with pytest.raises(ValueError, match="contrast_prompt"):
+        AIM("sd3", 8, contrast_prompts=("neutral", "opposite"))
+
+
+def test_train_aim_keeps_each_prompt_on_one_side_of_the_validation_split():
+    prompts = ["a cat under a table", "a cup on a box", "a bird eats a snake", "a dog chases a cat"]
+    rows = [p for p in prompts for _ in range(3)]
+    targets = [Interventions(contrast=c) for _ in prompts for c in (1.0, 2.0, 3.0)]
+    aim = AIM("sd3", 4, hidden=8)
+    seen = []
+    original = aim.forward
+    aim.forward = lambda pooled, features: seen.append(pooled[:, 0].tolist()) or original(pooled, features)
+    pooled = torch.tensor([[float(prompts.index(p))] * 4 for p in rows])
+    train_aim(aim, pooled, [parse_prompt(p) for p in rows], targets, epochs=1, progress=False,
+              weights=[0.2, 0.3, 0.5] * 4, groups=rows, val_fraction=0.25)
+    train_ids, val_ids = set(seen[0]), set(seen[1])
+    assert len(seen[0]) == 9 and len(seen[1]) == 3 and not train_ids & val_ids
+
+
+class _Known:
+    """A scorer with a known answer: prompt A peaks at contrast 2, prompt B at contrast 6."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, prompt, csg, iv):
+        self.calls += 1
+        peak = 2.0 if prompt == "A" else 6.0
+
+        class Scored:
+            score = -abs(iv.contrast - peak)
+
+        return Scored()
+
+
+def test_tune_fixed_maximises_the_mean_over_prompts():
+    scorer = _Known()
+    items = [("A", parse_prompt("a cat under a table")), ("B", parse_prompt("a bird eats a snake"))]
+    result = tune_fixed(scorer, items, grid={"contrast": (0.0, 2.0, 3.0, 6.0, 8.0)}, progress=False)
+    # mean of -|c-2| and -|c-6| is -2 for every c in [2, 6]: the first such value found wins
+    assert result.best.contrast == 2.0 and result.best_score == pytest.approx(-2.0)
+    assert result.baseline_score == pytest.approx(-4.0)
+    assert result.prompt == "*" and result.evaluations == 5
+    with pytest.raises(ValueError, match="at least one prompt"):
+        tune_fixed(scorer, [], progress=False)
+
+
+def test_search_and_aim_cli_cross_fitted_on_the_testbed(tmp_path):
+    out = tmp_path / "search"
+    fast = ["--steps", "2", "--seeds", "2"]
+    mined = runner.invoke(app, ["search", "mine", "--out", str(out), "--world-split", "ood:0/4", "--world-split",
+                                "ood:1/4", "--threshold", "1.01", *fast])
+    assert mined.exit_code == 0, mined.output
+    hard = [json.loads(line)["prompt"] for line in (out / "hard_cases-00000.jsonl").read_text().splitlines()]
+    fold0 = {s.prompt for s in world_split("ood:0/4")}
+    fold1 = {s.prompt for s in world_split("ood:1/4")}
+    assert set(hard) == fold0 | fold1  # threshold above 1: every prompt is hard
+    candidates = [json.loads(line) for line in (out / "candidates-00000.jsonl").read_text().splitlines()]
+    assert {tuple(c["seeds"]) for c in candidates} == {(1000, 1001)}  # apart from the eval seeds 0..N-1
+    tuned = runner.invoke(app, ["search", "tune", "--out", str(out), "--rounds", "1", "--grid",
+                                '{"contrast": [0, 3], "contrast_prompt": ["neutral", "counterfactual"]}', *fast])
+    assert tuned.exit_code == 0, tuned.output
+    assert {r["prompt"] for r in read_search_results(out)} == set(hard)
+    # force every prompt to count as helped, so the hold-out is what decides the training prompts
+    lines = []
+    for r in read_search_results(out):
+        r["baseline_score"] = r["best_score"] - 0.5
+        lines.append(json.dumps(r) + "\n")
+    for path in out.glob("search-*.jsonl"):
+        path.unlink()
+    (out / "search-00000.jsonl").write_text("".join(lines))
+    trained = runner.invoke(app, ["aim", "train", "--search", str(out), "--out", str(tmp_path / "aim"),
+                                  "--holdout-split", "ood:0/4", "--epochs", "5"])
+    assert trained.exit_code == 0, trained.output
+    assert f"trained on {len(fold1)} prompts" in trained.output
+    aim = AIM.from_pretrained(tmp_path / "aim")
+    assert (aim.family, aim.contrast_prompts) == ("sd3", ("neutral", "counterfactual"))
+    predicted = runner.invoke(app, ["aim", "predict", str(tmp_path / "aim"), sorted(fold0)[0]])
+    assert predicted.exit_code == 0 and '"contrast_prompt"' in predicted.output
+    empty = runner.invoke(app, ["aim", "train", "--search", str(out), "--out", str(tmp_path / "none"),
+                                "--holdout-split", "ood:0/4", "--holdout-split", "ood:1/4"])
+    assert empty.exit_code != 0 and "nothing to learn" in empty.output
