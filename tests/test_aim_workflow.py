@@ -7,7 +7,7 @@ import torch
 from typer.testing import CliRunner
 
 from lina import Interventions
-from lina.aim import AIM, examples_from_search, train_aim, tune_fixed
+from lina.aim import AIM, examples_from_kinds, examples_from_search, scene_kind, train_aim, tune_fixed, tune_kinds
 from lina.aim.search import read_search_results
 from lina.cli import app
 from lina.interventions.strengths import NEUTRAL
@@ -15,6 +15,10 @@ from lina.prompts import parse_prompt
 from lina.world.scenes import all_cells, cell_fold, parse_split, world_prompts, world_split
 
 runner = CliRunner()
+
+
+def world_prompts_csg(prompt):
+    return next(s.csg for s in world_split("ood") if s.prompt == prompt)
 
 
 def test_folds_partition_a_split_by_cell_and_stratify_by_category():
@@ -128,6 +132,26 @@ def test_tune_fixed_maximises_the_mean_over_prompts():
         tune_fixed(scorer, [], progress=False)
 
 
+def test_scene_kinds_pool_prompts_of_one_kind_and_label_them_alike():
+    samples = {s.category: s.csg for s in world_split("train")}
+    kinds = {category: scene_kind(csg) for category, csg in samples.items()}
+    assert len(set(kinds.values())) == 5  # spatial, contact, mirror, shadow and fill differ
+    assert kinds["spatial"] == "spatial|" and kinds["shadow"] == "spatial|shadow"
+    assert scene_kind(parse_prompt("a red ball")) == "none|"
+    spatial, causal = parse_prompt("a cat under a table"), parse_prompt("a bird eats a snake")
+    assert scene_kind(spatial) != scene_kind(causal)
+    scorer = _Known()
+    items = [("A", spatial), ("A", parse_prompt("a cup left of a box")), ("B", causal)]
+    results = tune_kinds(scorer, items, grid={"contrast": (0.0, 2.0, 6.0)}, progress=False)
+    assert results[scene_kind(spatial)].best.contrast == 2.0 and results[scene_kind(causal)].best.contrast == 6.0
+    assert results[scene_kind(spatial)].prompt == scene_kind(spatial)
+    records = {k: r.to_record() for k, r in results.items()}
+    records[scene_kind(causal)]["baseline_score"] = records[scene_kind(causal)]["best_score"]  # nothing helped
+    examples = examples_from_kinds(records, [("p1", spatial), ("p2", causal), ("p3", parse_prompt("a red ball")),
+                                             ("p4", spatial)], exclude=["p4"])
+    assert [(e.prompt, e.setting) for e in examples] == [("p1", Interventions(contrast=2.0)), ("p2", NEUTRAL)]
+
+
 def test_search_and_aim_cli_cross_fitted_on_the_testbed(tmp_path):
     out = tmp_path / "search"
     fast = ["--steps", "2", "--seeds", "2"]
@@ -160,6 +184,23 @@ def test_search_and_aim_cli_cross_fitted_on_the_testbed(tmp_path):
     assert (aim.family, aim.contrast_prompts) == ("sd3", ("neutral", "counterfactual"))
     predicted = runner.invoke(app, ["aim", "predict", str(tmp_path / "aim"), sorted(fold0)[0]])
     assert predicted.exit_code == 0 and '"contrast_prompt"' in predicted.output
+    grid = '{"contrast": [0, 3], "contrast_prompt": ["neutral", "counterfactual"]}'
+    kinds = runner.invoke(app, ["search", "kinds", "--out", str(out), "--rounds", "1", "--grid", grid,
+                                "--holdout-split", "ood:0/4", *fast])
+    assert kinds.exit_code == 0, kinds.output
+    records = [json.loads(line) for line in (out / "kinds-00000.jsonl").read_text().splitlines()]
+    assert {r["kind"] for r in records} == {scene_kind(world_prompts_csg(p)) for p in fold1}
+    assert all(set(r["prompts"]) <= fold1 and r["holdout"] == ["ood:0/4"] for r in records)
+    again = runner.invoke(app, ["search", "kinds", "--out", str(out), "--rounds", "1", "--grid", grid,
+                                "--holdout-split", "ood:0/4", *fast])
+    assert again.exit_code == 0 and len((out / "kinds-00000.jsonl").read_text().splitlines()) == len(records)
+    by_kind = runner.invoke(app, ["aim", "train", "--search", str(out), "--out", str(tmp_path / "aim-kind"),
+                                  "--labels", "kind", "--holdout-split", "ood:0/4", "--epochs", "5"])
+    assert by_kind.exit_code == 0, by_kind.output
+    assert f"trained on {len(fold1)} prompts" in by_kind.output
+    mismatch = runner.invoke(app, ["aim", "train", "--search", str(out), "--out", str(tmp_path / "x"),
+                                   "--labels", "kind"])
+    assert mismatch.exit_code != 0 and "same --holdout-split" in mismatch.output
     empty = runner.invoke(app, ["aim", "train", "--search", str(out), "--out", str(tmp_path / "none"),
                                 "--holdout-split", "ood:0/4", "--holdout-split", "ood:1/4"])
     assert empty.exit_code != 0 and "nothing to learn" in empty.output

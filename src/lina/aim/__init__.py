@@ -9,10 +9,20 @@ from lina.aim.search import (
     coordinate_descent,
     mine_hard_cases,
     read_search_results,
+    scene_kind,
     tune_fixed,
     tune_hard_cases,
+    tune_kinds,
 )
-from lina.aim.train import Example, TrainReport, examples_from_search, fit_aim_from_search, train_aim
+from lina.aim.train import (
+    Example,
+    TrainReport,
+    examples_from_kinds,
+    examples_from_search,
+    fit_aim,
+    fit_aim_from_search,
+    train_aim,
+)
 
 __all__ = [
     "AIM",
@@ -25,11 +35,15 @@ __all__ = [
     "TrainReport",
     "coordinate_descent",
     "csg_features",
+    "examples_from_kinds",
     "examples_from_search",
+    "fit_aim",
     "fit_aim_from_search",
     "mine_hard_cases",
     "read_search_results",
+    "scene_kind",
     "train_aim",
     "tune_fixed",
     "tune_hard_cases",
+    "tune_kinds",
 ]

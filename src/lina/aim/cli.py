@@ -129,6 +129,67 @@ def tune(
         typer.echo(f"{r.best_score:.3f} (baseline {r.baseline_score:.3f}, {r.evaluations} settings)  {r.prompt}")
 
 
+@search_app.command()
+def kinds(
+    out: Out,
+    model: Model = "testbed",
+    judge: Judge = "testbed",
+    judge_model: JudgeModel = None,
+    seeds: Annotated[int, typer.Option(help="Seeds per candidate.")] = 4,
+    first_seed: FirstSeed = SEARCH_FIRST_SEED,
+    rounds: Annotated[int, typer.Option(help="Coordinate-descent rounds at most.")] = 3,
+    grid: Annotated[Optional[str], typer.Option(help='JSON grid, e.g. \'{"contrast": [0, 2, 4]}\'.')] = None,
+    holdout_split: Annotated[Optional[list[str]], typer.Option(
+        help="Leave out the hard cases of these testbed world splits (use the same in `lina aim train`).")] = None,
+    steps: Optional[int] = None,
+    guidance: Optional[float] = None,
+    dtype: str = "float32",
+    device: Optional[str] = None,
+) -> None:
+    """The best single setting for each kind of hard case in OUT (relation kinds + implied effects),
+    judged on all hard cases of that kind together; written to OUT/kinds.jsonl for `lina aim train
+    --labels kind`. Runs in one process and reuses (and extends) the candidate store."""
+    from lina.aim.search import DEFAULT_GRID, scene_kind, tune_kinds
+    from lina.records import ShardedJsonl
+    from lina.sources import load_items
+
+    if _shard()[1] > 1:
+        raise typer.BadParameter("`lina search kinds` pools prompts across the whole set; run it in one process")
+    excluded = {p for p, _ in load_items(world_split=holdout_split)} if holdout_split else set()
+    items = [(p, c) for p, c in read_hard_cases(out) if p not in excluded]
+    seed_range = range(first_seed, first_seed + seeds)
+    store = ShardedJsonl(out, key=_kind_key, prefix="kinds")
+    done = store.index()
+    todo = [(p, c) for p, c in items
+            if (scene_kind(c), tuple(sorted(holdout_split or [])), tuple(seed_range)) not in done]
+    scorer = _scorer(model, judge, judge_model, out, seed_range, steps, guidance, dtype, device, 0, False)
+    search_grid = json.loads(grid) if grid else DEFAULT_GRID
+    for kind, r in tune_kinds(scorer, todo, grid=search_grid, max_rounds=rounds).items():
+        members = [p for p, c in todo if scene_kind(c) == kind]
+        store.append({**r.to_record(), "kind": kind, "prompts": members, "seeds": list(seed_range),
+                      "holdout": sorted(holdout_split or [])})
+        typer.echo(f"{r.best_score:.3f} (baseline {r.baseline_score:.3f}, {len(members)} prompts)  {kind}: "
+                   f"{json.dumps(r.best.to_dict())}")
+
+
+def _kind_key(record) -> tuple:
+    return record["kind"], tuple(record.get("holdout", [])), tuple(record["seeds"])
+
+
+def read_kinds(folder: Path, holdout: list[str]) -> dict[str, dict]:
+    """The `lina search kinds` record of each kind made with this hold-out (the most seeds wins)."""
+    from lina.records import read_shards
+
+    found: dict[str, dict] = {}
+    for r in read_shards(folder, key=_kind_key, prefix="kinds"):
+        if r.get("holdout", []) == sorted(holdout) and len(r["seeds"]) >= len(found.get(r["kind"], {}).get("seeds", [])):
+            found[r["kind"]] = r
+    if not found:
+        raise typer.BadParameter(f"no `lina search kinds` result in {folder} made with --holdout-split "
+                                 f"{sorted(holdout) or '(none)'}; run it with the same --holdout-split first")
+    return found
+
+
 @aim_app.command()
 def train(
     search: Annotated[Path, typer.Option(help="Folder of a `lina search tune` run.")],
@@ -138,6 +199,9 @@ def train(
     epochs: int = 500,
     lr: float = 3e-3,
     seed: int = 0,
+    labels: Annotated[str, typer.Option(
+        help="search: each hard case's own search results. kind: the best setting of its scene kind "
+             "(from `lina search kinds`, run with the same --holdout-split).")] = "search",
     temperature: Annotated[float, typer.Option(
         help="0: learn each hard case's best setting. >0: learn every judged setting weighted by "
              "exp((score - best) / T), so near-best settings share the label.")] = 0.1,
@@ -160,10 +224,19 @@ def train(
     excluded = [p for p, _ in load_items(world_split=holdout_split)] if holdout_split else []
     choices = [c.strip() for c in contrast_prompts.split(",") if c.strip()]
     adapter = adapter_for(load_model(model, dtype=dtype, device=device))
+    hard = dict(read_hard_cases(search))
+    options = dict(contrast_prompts=choices, hidden=hidden, epochs=epochs, lr=lr, seed=seed)
     try:
-        aim, report, n_prompts = fit_aim_from_search(
-            records, adapter, dict(read_hard_cases(search)), temperature=temperature, contrast_prompts=choices,
-            exclude=excluded, hidden=hidden, epochs=epochs, lr=lr, seed=seed)
+        if labels == "kind":
+            from lina.aim.train import examples_from_kinds, fit_aim
+
+            examples = examples_from_kinds(read_kinds(search, holdout_split or []), hard.items(), exclude=excluded)
+            aim, report, n_prompts = fit_aim(examples, adapter, hard, **options)
+        elif labels == "search":
+            aim, report, n_prompts = fit_aim_from_search(records, adapter, hard, temperature=temperature,
+                                                         exclude=excluded, **options)
+        else:
+            raise typer.BadParameter(f"--labels must be 'search' or 'kind', not {labels!r}")
     except ValueError as error:
         raise typer.BadParameter(f"{error} (search results in {search})") from error
     aim.save_pretrained(out)

@@ -299,6 +299,36 @@ def tune_fixed(
     return SearchResult("*", best, best_score, baseline, len(history), [(iv.to_dict(), s) for iv, s in history])
 
 
+def scene_kind(csg: CSG) -> str:
+    """The kind of scene a CSG describes: its relation kinds and implied effects, e.g.
+    ``"spatial|contact+reflection"``. Prompts of one kind tend to need the same intervention."""
+    relations = "+".join(sorted({r.kind for r in csg.relations})) or "none"
+    effects = "+".join(sorted({e.name for e in csg.effects}))
+    return f"{relations}|{effects}"
+
+
+def tune_kinds(
+    scorer: JudgedScorer,
+    items: Sequence[tuple[str, CSG]],
+    grid: Mapping[str, Iterable[Any]] = DEFAULT_GRID,
+    max_rounds: int = 3,
+    budget: int | None = None,
+    progress: bool = True,
+) -> dict[str, SearchResult]:
+    """`tune_fixed` on each `scene_kind` of ``items`` separately: the best setting for each kind of
+    hard case, judged on all of them together. One prompt's search sees a handful of seeds and
+    often prefers a lucky setting; pooling a kind's prompts averages the luck out."""
+    groups: dict[str, list[tuple[str, CSG]]] = {}
+    for prompt, csg in items:
+        groups.setdefault(scene_kind(csg), []).append((prompt, csg))
+    results = {}
+    for kind, members in groups.items():
+        result = tune_fixed(scorer, members, grid=grid, max_rounds=max_rounds, budget=budget, progress=progress)
+        result.prompt = kind
+        results[kind] = result
+    return results
+
+
 def _search_key(record: Mapping[str, Any]) -> tuple[str, tuple[int, ...]]:
     return record["prompt"], tuple(record.get("seeds", ()))
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -66,6 +67,26 @@ def examples_from_search(
         weights = {s: math.exp((score - r["best_score"]) / temperature) for s, score in seen.items()}
         total = sum(weights.values())
         out += [Example(r["prompt"], s, w / total) for s, w in weights.items() if w / total > 1e-4]
+    return out
+
+
+def examples_from_kinds(
+    kinds: Mapping[str, Mapping[str, Any]], items: Iterable[tuple[str, CSG]], exclude: Iterable[str] = ()
+) -> list[Example]:
+    """Label each prompt with the best setting of its scene kind (records of `tune_kinds`, by kind),
+    or with neutral strengths when nothing beat the baseline for that kind; prompts whose kind was
+    not searched, or in ``exclude``, are left out."""
+    from lina.aim.search import scene_kind
+    from lina.interventions.strengths import NEUTRAL
+
+    excluded = set(exclude)
+    out = []
+    for prompt, csg in items:
+        record = kinds.get(scene_kind(csg))
+        if record is None or prompt in excluded:
+            continue
+        helped = record["best_score"] > record["baseline_score"]
+        out.append(Example(prompt, Interventions.from_dict(record["best"]) if helped else NEUTRAL))
     return out
 
 
@@ -163,23 +184,35 @@ def fit_aim_from_search(
     csg_of: dict[str, CSG] | None = None,
     *,
     temperature: float = 0.1,
-    contrast_prompts: Sequence[str] = ("neutral", "counterfactual"),
     exclude: Iterable[str] = (),
+    **kwargs: Any,
+) -> tuple[AIM, TrainReport, int]:
+    """`fit_aim` on the examples of search ``records`` (see `examples_from_search`)."""
+    examples = examples_from_search(records, temperature=temperature, exclude=exclude)
+    if not examples:
+        raise ValueError("no search result beat its baseline (after the exclusions); nothing to learn")
+    return fit_aim(examples, adapter, csg_of, **kwargs)
+
+
+def fit_aim(
+    examples: Sequence[Example],
+    adapter,
+    csg_of: Mapping[str, CSG] | None = None,
+    *,
+    contrast_prompts: Sequence[str] = ("neutral", "counterfactual"),
     hidden: int = 128,
     epochs: int = 500,
     lr: float = 3e-3,
     seed: int = 0,
     progress: bool = True,
 ) -> tuple[AIM, TrainReport, int]:
-    """A fresh AIM for ``adapter``'s model fitted on search ``records`` (see `examples_from_search`);
-    returns it, its training report and the number of prompts it learned from. ``csg_of`` gives
-    known scene graphs (others are parsed)."""
+    """A fresh AIM for ``adapter``'s model fitted on ``examples``; returns it, its training report and
+    the number of prompts it learned from. ``csg_of`` gives known scene graphs (others are parsed)."""
     from lina.aim.model import DEFAULT_BOUNDS
     from lina.prompts import parse_prompt
 
-    examples = examples_from_search(records, temperature=temperature, exclude=exclude)
     if not examples:
-        raise ValueError("no search result beat its baseline (after the exclusions); nothing to learn")
+        raise ValueError("no training examples; nothing to learn")
     csg_of = csg_of or {}
     prompts = list(dict.fromkeys(e.prompt for e in examples))
     pooled_by_prompt = dict(zip(prompts, adapter.pooled_embedding(prompts).detach().float().cpu()))
