@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2, help="coordinate-descent rounds for the fixed setting")
     parser.add_argument("--grid", type=str, default=json.dumps(GRID))
-    parser.add_argument("--labels", choices=["search", "kind"], default="kind",
+    parser.add_argument("--labels", choices=["search", "kind"], default="search",
                         help="AIM labels: each hard case's own search, or the best setting of its scene kind")
     parser.add_argument("--temperature", type=float, default=0.1, help="AIM label temperature (--labels search)")
     parser.add_argument("--protocols", nargs="*", default=["train-only", "cross-fitted"])
