@@ -75,7 +75,7 @@ def main() -> None:
     search_seeds = range(SEARCH_FIRST_SEED, SEARCH_FIRST_SEED + args.search_seeds)
     tuner = JudgedScorer(lina, judge, args.search, seeds=search_seeds, **DEFAULT_SETTINGS)
     evaluator = JudgedScorer(lina, judge, args.out / "eval", seeds=range(args.seeds), **DEFAULT_SETTINGS)
-    records = read_search_results(args.search)
+    records = read_search_results(args.search, seeds=search_seeds)
     hard = read_hard_cases(args.search)
     csg_of = dict(hard)
     ood = _prompts("ood")

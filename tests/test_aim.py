@@ -225,6 +225,7 @@ def test_tune_again_on_more_seeds_keeps_the_result_judged_on_most_seeds(sd3_pipe
     assert len(tune_hard_cases(_scorer(sd3_pipe, tmp_path, seeds=(0,)), items, tmp_path, grid=grid, progress=False)) == 1
     [record] = read_search_results(tmp_path)
     assert record["seeds"] == [0, 1, 2]
+    assert [r["seeds"] for r in read_search_results(tmp_path, seeds=(0,))] == [[0]]
 
 
 def test_search_shards_over_processes_under_accelerate_launch(tmp_path):

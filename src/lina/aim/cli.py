@@ -209,6 +209,9 @@ def train(
         help="Comma-separated negatives the AIM chooses between (neutral, counterfactual, empty).")] = "neutral,counterfactual",
     holdout_split: Annotated[Optional[list[str]], typer.Option(
         help="Leave out the prompts of these testbed world splits (e.g. ood:0/2, to evaluate on them).")] = None,
+    search_seeds: Annotated[Optional[int], typer.Option(
+        help="Use the search results judged on these many seeds (from --first-seed); default: the most seeds.")] = None,
+    first_seed: FirstSeed = SEARCH_FIRST_SEED,
     dtype: str = "float32",
     device: Optional[str] = None,
 ) -> None:
@@ -218,9 +221,11 @@ def train(
     from lina.aim.train import fit_aim_from_search
     from lina.sources import load_items, load_model
 
-    records = read_search_results(search)
+    wanted = range(first_seed, first_seed + search_seeds) if search_seeds else None
+    records = read_search_results(search, seeds=wanted)
     if not records:
-        raise typer.BadParameter(f"no search results in {search}; run `lina search tune --out {search}` first")
+        on = f" judged on seeds {wanted.start}..{wanted.stop - 1}" if wanted else ""
+        raise typer.BadParameter(f"no search results{on} in {search}; run `lina search tune --out {search}` first")
     excluded = [p for p, _ in load_items(world_split=holdout_split)] if holdout_split else []
     choices = [c.strip() for c in contrast_prompts.split(",") if c.strip()]
     adapter = adapter_for(load_model(model, dtype=dtype, device=device))

@@ -333,14 +333,17 @@ def _search_key(record: Mapping[str, Any]) -> tuple[str, tuple[int, ...]]:
     return record["prompt"], tuple(record.get("seeds", ()))
 
 
-def read_search_results(out_dir: str | Path) -> list[dict[str, Any]]:
+def read_search_results(out_dir: str | Path, seeds: Sequence[int] | None = None) -> list[dict[str, Any]]:
     """Best settings per prompt, merged across shards (read-only).
 
     A prompt searched again with other seeds has one result per seed set; the one judged on the
-    most seeds is kept (the latest, on a tie).
+    most seeds is kept (the latest, on a tie), or with ``seeds``, the one judged on exactly those.
     """
     best: dict[str, dict[str, Any]] = {}
+    wanted = tuple(int(s) for s in seeds) if seeds is not None else None
     for record in read_shards(out_dir, key=_search_key, prefix="search"):
+        if wanted is not None and tuple(record.get("seeds", ())) != wanted:
+            continue
         kept = best.get(record["prompt"])
         if kept is None or len(record.get("seeds", ())) >= len(kept.get("seeds", ())):
             best[record["prompt"]] = record
