@@ -19,7 +19,7 @@ import torch
 
 from lina.aim.cli import SEARCH_FIRST_SEED, _scorer, read_hard_cases
 from lina.aim.search import DEFAULT_GRID, tune_fixed
-from lina.sources import load_items
+from lina.sources import held_out_prompts
 
 
 def main() -> None:
@@ -37,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    held_out = {p for p, _ in load_items(world_split=args.holdout_split)} if args.holdout_split else set()
+    held_out = held_out_prompts(args.holdout_split)
     items = [(p, c) for p, c in read_hard_cases(args.search) if p not in held_out]
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     scorer = _scorer(args.model, "testbed", None, args.search, seeds, None, None, "float32", None, 0, False)

@@ -67,3 +67,8 @@ def load_items(prompts: Path | None = None, world_split: str | Sequence[str] | N
                 seen.setdefault(sample.prompt, sample.csg)
         items = list(seen.items())
     return items[:limit] if limit else items
+
+
+def held_out_prompts(world_splits: Sequence[str] | None) -> set[str]:
+    """The prompts of testbed world splits to leave out of tuning (``--holdout-split``); none for None."""
+    return {prompt for prompt, _ in load_items(world_split=world_splits)} if world_splits else set()

@@ -25,6 +25,9 @@ WorldSplit = Annotated[Optional[list[str]], typer.Option(
 FirstSeed = Annotated[int, typer.Option(
     help="Seeds are FIRST..FIRST+N-1. The default keeps search seeds apart from `lina eval` seeds (0..N-1).")]
 SEARCH_FIRST_SEED = 1000
+CandidateSeeds = Annotated[int, typer.Option(help="Seeds per candidate.")]
+Rounds = Annotated[int, typer.Option(help="Coordinate-descent rounds at most.")]
+Grid = Annotated[Optional[str], typer.Option(help='JSON grid, e.g. \'{"contrast": [0, 2, 4]}\'.')]
 Out = Annotated[Path, typer.Option(help="Output folder (resumable: re-run the same command to continue).")]
 
 
@@ -105,11 +108,11 @@ def tune(
     model: Model = "testbed",
     judge: Judge = "testbed",
     judge_model: JudgeModel = None,
-    seeds: Annotated[int, typer.Option(help="Seeds per candidate.")] = 4,
+    seeds: CandidateSeeds = 4,
     first_seed: FirstSeed = SEARCH_FIRST_SEED,
-    rounds: Annotated[int, typer.Option(help="Coordinate-descent rounds at most.")] = 3,
+    rounds: Rounds = 3,
     budget: Annotated[Optional[int], typer.Option(help="Distinct settings judged per prompt at most.")] = None,
-    grid: Annotated[Optional[str], typer.Option(help='JSON grid, e.g. \'{"contrast": [0, 2, 4]}\'.')] = None,
+    grid: Grid = None,
     steps: Optional[int] = None,
     guidance: Optional[float] = None,
     dtype: str = "float32",
@@ -135,10 +138,10 @@ def kinds(
     model: Model = "testbed",
     judge: Judge = "testbed",
     judge_model: JudgeModel = None,
-    seeds: Annotated[int, typer.Option(help="Seeds per candidate.")] = 4,
+    seeds: CandidateSeeds = 4,
     first_seed: FirstSeed = SEARCH_FIRST_SEED,
-    rounds: Annotated[int, typer.Option(help="Coordinate-descent rounds at most.")] = 3,
-    grid: Annotated[Optional[str], typer.Option(help='JSON grid, e.g. \'{"contrast": [0, 2, 4]}\'.')] = None,
+    rounds: Rounds = 3,
+    grid: Grid = None,
     holdout_split: Annotated[Optional[list[str]], typer.Option(
         help="Leave out the hard cases of these testbed world splits (use the same in `lina aim train`).")] = None,
     steps: Optional[int] = None,
@@ -151,11 +154,11 @@ def kinds(
     --labels kind`. Runs in one process and reuses (and extends) the candidate store."""
     from lina.aim.search import DEFAULT_GRID, scene_kind, tune_kinds
     from lina.records import ShardedJsonl
-    from lina.sources import load_items
+    from lina.sources import held_out_prompts
 
     if _shard()[1] > 1:
         raise typer.BadParameter("`lina search kinds` pools prompts across the whole set; run it in one process")
-    excluded = {p for p, _ in load_items(world_split=holdout_split)} if holdout_split else set()
+    excluded = held_out_prompts(holdout_split)
     items = [(p, c) for p, c in read_hard_cases(out) if p not in excluded]
     seed_range = range(first_seed, first_seed + seeds)
     store = ShardedJsonl(out, key=_kind_key, prefix="kinds")
@@ -219,14 +222,14 @@ def train(
     from lina.adapters import adapter_for
     from lina.aim import read_search_results
     from lina.aim.train import fit_aim_from_search
-    from lina.sources import load_items, load_model
+    from lina.sources import held_out_prompts, load_model
 
     wanted = range(first_seed, first_seed + search_seeds) if search_seeds else None
     records = read_search_results(search, seeds=wanted)
     if not records:
         on = f" judged on seeds {wanted.start}..{wanted.stop - 1}" if wanted else ""
         raise typer.BadParameter(f"no search results{on} in {search}; run `lina search tune --out {search}` first")
-    excluded = [p for p, _ in load_items(world_split=holdout_split)] if holdout_split else []
+    excluded = held_out_prompts(holdout_split)
     choices = [c.strip() for c in contrast_prompts.split(",") if c.strip()]
     adapter = adapter_for(load_model(model, dtype=dtype, device=device))
     hard = dict(read_hard_cases(search))
