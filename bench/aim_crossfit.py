@@ -27,7 +27,8 @@ import torch
 
 from lina.aim import JudgedScorer, fit_aim_from_search, read_search_results, tune_fixed
 from lina.aim.search import tune_kinds
-from lina.aim.train import examples_from_kinds, fit_aim
+from lina.aim.search import read_candidates
+from lina.aim.train import examples_from_kinds, fit_aim, fit_aim_gains, gain_table
 from lina.aim.cli import SEARCH_FIRST_SEED, read_hard_cases
 from lina.benchmarks.metrics import bootstrap_ci
 from lina.interventions.strengths import NEUTRAL
@@ -51,9 +52,13 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2, help="coordinate-descent rounds for the fixed setting")
     parser.add_argument("--grid", type=str, default=json.dumps(GRID))
-    parser.add_argument("--labels", choices=["search", "kind"], default="search",
-                        help="AIM labels: each hard case's own search, or the best setting of its scene kind")
+    parser.add_argument("--labels", choices=["search", "kind", "gains"], default="search",
+                        help="AIM labels: each hard case's own search, the best setting of its scene kind, or the "
+                             "judged gains of the settings tried on at least --min-prompts hard cases (the AIM picks one)")
+    parser.add_argument("--min-prompts", type=int, default=10, help="--labels gains: codebook settings' minimum coverage")
     parser.add_argument("--temperature", type=float, default=0.1, help="AIM label temperature (--labels search)")
+    parser.add_argument("--roles", action=argparse.BooleanOptionalAction, default=True,
+                        help="the AIM also reads the relation roles (lina.aim.relation_roles), not only the pooled embedding")
     parser.add_argument("--protocols", nargs="*", default=["train-only", "cross-fitted"])
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -95,17 +100,22 @@ def main() -> None:
         pool = [(p, c) for p, c in hard if p not in excluded]
         print(f"[{protocol} {fold}] tuning on {len(pool)} hard cases, evaluating on {len(evaluate_on)} prompts", flush=True)
         fixed = tune_fixed(tuner, pool, grid=grid, max_rounds=args.rounds).best
+        judged = read_candidates(args.search)  # after tune_fixed, whose settings are judged on the whole pool
         if args.labels == "kind":
             kinds = {k: r.to_record() for k, r in tune_kinds(tuner, pool, grid=grid, max_rounds=args.rounds).items()}
-            aim, report, n_prompts = fit_aim(examples_from_kinds(kinds, pool), adapter, csg_of, progress=False)
+            aim, report, n_prompts = fit_aim(examples_from_kinds(kinds, pool), adapter, csg_of, progress=False,
+                                             roles=args.roles)
+        elif args.labels == "gains":
+            kinds = {}
+            table = gain_table(judged, [p for p, _ in pool], search_seeds, min_prompts=args.min_prompts)
+            aim, report, n_prompts = fit_aim_gains(table, adapter, csg_of, progress=False, roles=args.roles)
         else:
             kinds = {}
             aim, report, n_prompts = fit_aim_from_search(records, adapter, csg_of, temperature=args.temperature,
-                                                         exclude=excluded, progress=False)
+                                                         exclude=excluded, progress=False, roles=args.roles)
         aim.save_pretrained(args.out / f"aim-{protocol}-{fold.replace('/', 'of')}")
         prompts = list(evaluate_on)
-        predicted = dict(zip(prompts, aim.predict(prompts, pooled=adapter.pooled_embedding(prompts),
-                                                  csgs=[evaluate_on[p] for p in prompts])))
+        predicted = dict(zip(prompts, aim.attach(adapter).predict(prompts, csgs=[evaluate_on[p] for p in prompts])))
         learned.append({"protocol": protocol, "fold": fold, "tuning_hard_cases": len(pool), "aim_prompts": n_prompts,
                         "aim_val_loss": report.val_loss, "best_fixed": fixed.to_dict(),
                         "kinds": {k: {"best": r["best"], "best_score": r["best_score"], "baseline_score": r["baseline_score"]}
@@ -121,7 +131,8 @@ def main() -> None:
 
     rows = []
     lines = [f"evaluation seeds 0..{args.seeds - 1}; search seeds {search_seeds.start}..{search_seeds.stop - 1}; "
-             f"AIM labels: {args.labels}" + (f", temperature {args.temperature}" if args.labels == "search" else ""), "",
+             f"AIM labels: {args.labels}" + (f", temperature {args.temperature}" if args.labels == "search" else "")
+             + ("; AIM reads relation roles" if args.roles else "; AIM reads the pooled embedding only"), "",
              "| protocol | category | prompts | baseline | best fixed | AIM | AIM - best fixed (95% CI) |",
              "|---|---|---|---|---|---|---|"]
     categories = sorted({k[2] for k in rates}, key=lambda c: (c != "ALL", c))

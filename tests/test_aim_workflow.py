@@ -96,7 +96,7 @@ def test_train_aim_keeps_each_prompt_on_one_side_of_the_validation_split():
     aim = AIM("sd3", 4, hidden=8)
     seen = []
     original = aim.forward
-    aim.forward = lambda pooled, features: seen.append(pooled[:, 0].tolist()) or original(pooled, features)
+    aim.forward = lambda pooled, features, roles=None: seen.append(pooled[:, 0].tolist()) or original(pooled, features)
     pooled = torch.tensor([[float(prompts.index(p))] * 4 for p in rows])
     train_aim(aim, pooled, [parse_prompt(p) for p in rows], targets, epochs=1, progress=False,
               weights=[0.2, 0.3, 0.5] * 4, groups=rows, val_fraction=0.25)
@@ -204,3 +204,14 @@ def test_search_and_aim_cli_cross_fitted_on_the_testbed(tmp_path):
     empty = runner.invoke(app, ["aim", "train", "--search", str(out), "--out", str(tmp_path / "none"),
                                 "--holdout-split", "ood:0/4", "--holdout-split", "ood:1/4"])
     assert empty.exit_code != 0 and "nothing to learn" in empty.output
+    by_gain = runner.invoke(app, ["aim", "train", "--search", str(out), "--out", str(tmp_path / "aim-gains"),
+                                  "--labels", "gains", "--min-prompts", "2", "--holdout-split", "ood:0/4",
+                                  "--epochs", "5"])
+    assert by_gain.exit_code == 0, by_gain.output
+    assert f"trained on {len(fold1)} prompts" in by_gain.output
+    gain_aim = AIM.from_pretrained(tmp_path / "aim-gains")
+    assert gain_aim.codebook and gain_aim.role_dim > 0  # the tuned settings, judged on every fold-1 prompt
+    assert all(s.contrast == 3 for s in gain_aim.codebook)
+    too_rare = runner.invoke(app, ["aim", "train", "--search", str(out), "--out", str(tmp_path / "none"),
+                                   "--labels", "gains", "--min-prompts", "999"])
+    assert too_rare.exit_code != 0 and "lower min_prompts" in too_rare.output

@@ -94,13 +94,16 @@ class LinaPipeline:
         prompts = [adapter.clean_prompt(p) for p in _as_prompt_list(prompt)]
         given = _as_csg_list(csgs, prompts)
         max_len = max_sequence_length or adapter.default_max_sequence_length
-        encoded = pooled = None  # with an AIM, the prompts are encoded once: for the AIM and the sampler
+        encoded = pooled = for_aim = None  # with an AIM, the prompts are encoded once: for the AIM and the sampler
         if interventions is None and self.aim is not None:
             encoded = adapter.encode(prompts, max_len)
-            # A mean token embedding depends on the sequence length; the AIM reads the default one.
-            if encoded.pooled is not None or max_len == adapter.default_max_sequence_length:
+            # Token rows (a mean token embedding, the relation roles) can depend on the padded length;
+            # the AIM reads them at the default length, and encodes again itself at any other.
+            if max_len == adapter.default_max_sequence_length:
+                for_aim = encoded
+            if encoded.pooled is not None or for_aim is not None:
                 pooled = adapter.summarize(encoded)
-        settings = self._resolve_interventions(prompts, interventions, given, pooled)
+        settings = self._resolve_interventions(prompts, interventions, given, pooled, for_aim)
         num_steps = num_inference_steps or adapter.default_steps
         if num_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {num_steps}")
@@ -157,11 +160,12 @@ class LinaPipeline:
 
     # ------------------------------------------------------------------------------------------
     def _resolve_interventions(
-        self, prompts: list[str], interventions, csgs: list[CSG] | None = None, pooled: torch.Tensor | None = None
+        self, prompts: list[str], interventions, csgs: list[CSG] | None = None, pooled: torch.Tensor | None = None,
+        encoded: Conditioning | None = None,
     ) -> list[Interventions]:
         if interventions is None:
             if self.aim is not None:
-                return list(self.aim.predict(prompts, pooled=pooled, csgs=csgs))
+                return list(self.aim.predict(prompts, pooled=pooled, csgs=csgs, encoded=encoded))
             return [NEUTRAL] * len(prompts)
         if isinstance(interventions, dict):
             interventions = Interventions.from_dict(interventions)

@@ -128,6 +128,10 @@ class FamilyAdapter(ABC):
     def pooled_width(self) -> int:
         return self.pooled_embedding(["a"]).shape[-1]
 
+    def token_width(self) -> int:
+        """Width of one row of the prompt embedding the denoiser reads."""
+        return self.encode(["a"], self.default_max_sequence_length).embeds.shape[-1]
+
     def with_guidance_scale_2(self, plan: GuidancePlan, guidance_scale_2: float) -> GuidancePlan:
         """``plan`` with a separate CFG scale for the low-noise expert; one-denoiser families reject it."""
         raise ValueError(f"guidance_scale_2 is for two-expert models; {type(self.pipe).__name__} has one denoiser")

@@ -1,12 +1,13 @@
 """The Adaptive Intervention Module (AIM) and the judged search that produces its training data."""
 
-from lina.aim.features import FEATURE_NAMES, csg_features
+from lina.aim.features import FEATURE_NAMES, ROLES, csg_features, relation_roles
 from lina.aim.model import AIM, DEFAULT_BOUNDS
 from lina.aim.search import (
     DEFAULT_GRID,
     JudgedScorer,
     SearchResult,
     coordinate_descent,
+    read_candidates,
     mine_hard_cases,
     read_search_results,
     scene_kind,
@@ -16,12 +17,16 @@ from lina.aim.search import (
 )
 from lina.aim.train import (
     Example,
+    GainTable,
     TrainReport,
     examples_from_kinds,
     examples_from_search,
     fit_aim,
     fit_aim_from_search,
+    fit_aim_gains,
+    gain_table,
     train_aim,
+    train_aim_gains,
 )
 
 __all__ = [
@@ -30,7 +35,9 @@ __all__ = [
     "DEFAULT_GRID",
     "Example",
     "FEATURE_NAMES",
+    "GainTable",
     "JudgedScorer",
+    "ROLES",
     "SearchResult",
     "TrainReport",
     "coordinate_descent",
@@ -39,10 +46,15 @@ __all__ = [
     "examples_from_search",
     "fit_aim",
     "fit_aim_from_search",
+    "fit_aim_gains",
+    "gain_table",
     "mine_hard_cases",
+    "read_candidates",
     "read_search_results",
+    "relation_roles",
     "scene_kind",
     "train_aim",
+    "train_aim_gains",
     "tune_fixed",
     "tune_hard_cases",
     "tune_kinds",

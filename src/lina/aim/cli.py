@@ -8,6 +8,7 @@ N-th prompt and writes its own shard file, and readers merge shards without dupl
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -203,8 +204,15 @@ def train(
     lr: float = 3e-3,
     seed: int = 0,
     labels: Annotated[str, typer.Option(
-        help="search: each hard case's own search results. kind: the best setting of its scene kind "
-             "(from `lina search kinds`, run with the same --holdout-split).")] = "search",
+        help="search: regress each hard case's best strengths (its own search results). kind: the best "
+             "setting of its scene kind (from `lina search kinds`, run with the same --holdout-split). gains: "
+             "predict the judged gain of every setting tried on at least --min-prompts hard cases, and pick "
+             "the best.")] = "search",
+    min_prompts: Annotated[int, typer.Option(
+        help="--labels gains: a setting joins the AIM's codebook when judged on this many hard cases.")] = 10,
+    roles: Annotated[bool, typer.Option(
+        help="The AIM also reads the relation roles (token rows of each relation's subject, predicate, object), "
+             "not only the pooled embedding and the CSG counts.")] = True,
     temperature: Annotated[float, typer.Option(
         help="0: learn each hard case's best setting. >0: learn every judged setting weighted by "
              "exp((score - best) / T), so near-best settings share the label.")] = 0.1,
@@ -233,9 +241,20 @@ def train(
     choices = [c.strip() for c in contrast_prompts.split(",") if c.strip()]
     adapter = adapter_for(load_model(model, dtype=dtype, device=device))
     hard = dict(read_hard_cases(search))
-    options = dict(contrast_prompts=choices, hidden=hidden, epochs=epochs, lr=lr, seed=seed)
+    options = dict(contrast_prompts=choices, hidden=hidden, epochs=epochs, lr=lr, seed=seed, roles=roles)
     try:
-        if labels == "kind":
+        if labels == "gains":
+            from lina.aim.search import read_candidates
+            from lina.aim.train import fit_aim_gains, gain_table
+
+            seeds = wanted or Counter(tuple(r.get("seeds", ())) for r in records).most_common(1)[0][0]
+            if not seeds:
+                raise typer.BadParameter(f"the search results in {search} do not record their seeds; give --search-seeds")
+            table = gain_table(read_candidates(search), [p for p in hard if p not in excluded], seeds,
+                               min_prompts=min_prompts)
+            options.pop("contrast_prompts")
+            aim, report, n_prompts = fit_aim_gains(table, adapter, hard, **options)
+        elif labels == "kind":
             from lina.aim.train import examples_from_kinds, fit_aim
 
             examples = examples_from_kinds(read_kinds(search, holdout_split or []), hard.items(), exclude=excluded)
@@ -244,7 +263,7 @@ def train(
             aim, report, n_prompts = fit_aim_from_search(records, adapter, hard, temperature=temperature,
                                                          exclude=excluded, **options)
         else:
-            raise typer.BadParameter(f"--labels must be 'search' or 'kind', not {labels!r}")
+            raise typer.BadParameter(f"--labels must be 'search', 'kind' or 'gains', not {labels!r}")
     except ValueError as error:
         raise typer.BadParameter(f"{error} (search results in {search})") from error
     aim.save_pretrained(out)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from lina.prompts.csg import CSG
@@ -39,3 +41,42 @@ def csg_features(csg: CSG) -> torch.Tensor:
         effects.count("fill_level"),
     ]
     return torch.log1p(torch.tensor(counts, dtype=torch.float32))
+
+
+ROLES: tuple[str, ...] = ("subject", "predicate", "object")
+
+
+def _role_spans(csg: CSG, role: str) -> list:
+    spans = []
+    for relation in csg.relations:
+        if role == "predicate":
+            spans += relation.predicate_spans
+        else:
+            index = relation.subject if role == "subject" else relation.object
+            if index is not None:
+                spans.append(csg.entities[index].span)
+    return spans
+
+
+def relation_roles(adapter, cond, prompts: Sequence[str], csgs: Sequence[CSG], max_sequence_length: int) -> torch.Tensor:
+    """Who does what to whom, as the text encoder read it: for each prompt, the mean contextual token
+    embedding over its relations' subject words, predicate words and object words, concatenated
+    (shape ``(batch, 3 * token width)``; zeros for a role with no tokens, e.g. a prompt without relations).
+
+    A pooled embedding is close to a bag of words: "a blue circle above a red square" and "a red
+    circle above a blue square" land almost on top of each other, although one may be a scene the model
+    rarely saw and the other a common one. These rows tell them apart, and cost no extra encoder call:
+    ``cond`` is the prompts' encoding at ``max_sequence_length`` (`adapter.encode`), which the sampler uses too.
+    """
+    from lina.prompts.tokens import token_masks
+
+    embeds = cond.embeds.detach().float()
+    parts = []
+    for role in ROLES:
+        spans = [_role_spans(c, role) for c in csgs]
+        mask = torch.zeros(embeds.shape[:2], dtype=torch.bool)
+        for slot in adapter.encoder_slots(max_sequence_length):
+            mask[:, slot.rows] = token_masks(slot.tokenizer, list(prompts), spans, slot.max_length)
+        weight = mask.to(embeds.device, embeds.dtype).unsqueeze(-1)
+        parts.append((embeds * weight).sum(dim=1) / weight.sum(dim=1).clamp(min=1.0))
+    return torch.cat(parts, dim=-1).cpu()

@@ -6,6 +6,14 @@ construction, and which negative prompt the contrast uses (a classifier over ``c
 the neutral prompt removes the relation, the counterfactual one pushes away from its opposite, and
 which helps depends on the prompt). It is trained offline on the strengths the coordinate-descent
 search found for hard cases; at inference only parsing and this MLP run (no judge).
+
+Two options widen what it reads and what it answers:
+
+* ``role_dim``: it also reads the *relation roles* (`lina.aim.features.relation_roles`): the encoder's
+  token rows of each relation's subject, predicate and object, which a pooled embedding blurs
+  ("a blue circle above a red square" against "a red circle above a blue square").
+* ``codebook``: instead of regressing the strengths, it predicts the judged gain of each of a fixed list
+  of settings and answers with the best one (`lina.aim.train.fit_aim_gains`).
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from lina.aim.features import FEATURE_NAMES, csg_features
+from lina.aim.features import FEATURE_NAMES, ROLES, csg_features, relation_roles
 from lina.interventions.strengths import NEUTRAL, Interventions
 from lina.prompts.csg import CSG
 
@@ -42,6 +50,8 @@ class AIM(nn.Module, PyTorchModelHubMixin, library_name="lina", tags=["lina", "a
         contrast_prompt: str = "neutral",
         dropout: float = 0.1,
         contrast_prompts: Sequence[str] | None = None,
+        role_dim: int = 0,
+        codebook: Sequence[dict] | None = None,
     ) -> None:
         super().__init__()
         bounds = {k: tuple(v) for k, v in (bounds or DEFAULT_BOUNDS).items()}
@@ -60,22 +70,44 @@ class AIM(nn.Module, PyTorchModelHubMixin, library_name="lina", tags=["lina", "a
         self.bounds = {t: bounds[t] for t in self.targets}
         self.contrast_prompt = self.contrast_prompts[0]
         self.embed_norm = nn.LayerNorm(embed_dim)
+        # ``role_dim`` > 0: the AIM also reads `relation_roles` (3 x the encoder's token width).
+        if role_dim % len(ROLES):
+            raise ValueError(f"role_dim must be {len(ROLES)} x the token embedding width, got {role_dim}")
+        self.role_dim = role_dim
+        self.role_norm = nn.LayerNorm(role_dim) if role_dim else None
+        # ``codebook``: the AIM predicts the judged gain (pass rate minus the plain model's) of each of these
+        # settings and picks the best, instead of regressing the strengths (see `fit_aim_gains`).
+        self.codebook = tuple(Interventions.from_dict(dict(c)) for c in codebook or ())
+        outputs = len(self.codebook) if self.codebook else len(self.targets) + len(self.contrast_prompts)
         self.net = nn.Sequential(
-            nn.Linear(embed_dim + len(FEATURE_NAMES), hidden),
+            nn.Linear(embed_dim + role_dim + len(FEATURE_NAMES), hidden),
             nn.SiLU(),
             nn.Dropout(dropout),
             nn.Linear(hidden, hidden),
             nn.SiLU(),
-            nn.Linear(hidden, len(self.targets) + len(self.contrast_prompts)),
+            nn.Linear(hidden, outputs),
         )
         self._adapter = None
 
     # -- the network ---------------------------------------------------------------------------
-    def forward(self, pooled: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, pooled: torch.Tensor, features: torch.Tensor, roles: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Strengths as fractions of their ranges, shape (batch, len(targets)), in (0, 1), and the
-        logits of the contrast prompt choice, shape (batch, len(contrast_prompts))."""
-        x = torch.cat([self.embed_norm(pooled.float()), features.float()], dim=-1)
+        logits of the contrast prompt choice, shape (batch, len(contrast_prompts)); with a ``codebook``,
+        the predicted gain of each codebook setting, shape (batch, len(codebook)), and an empty
+        (batch, 0) tensor. ``roles``: the `relation_roles` rows, required when the AIM was built with
+        ``role_dim``."""
+        parts = [self.embed_norm(pooled.float())]
+        if self.role_norm is not None:
+            if roles is None or roles.shape[-1] != self.role_dim:
+                got = "none" if roles is None else f"{roles.shape[-1]}-d"
+                raise ValueError(f"this AIM reads {self.role_dim}-d relation roles (lina.aim.relation_roles), got {got}")
+            parts.append(self.role_norm(roles.float()))
+        x = torch.cat([*parts, features.float()], dim=-1)
         out = self.net(x)
+        if self.codebook:
+            return out, out[:, :0]
         return torch.sigmoid(out[:, : len(self.targets)]), out[:, len(self.targets) :]
 
     def to_unit(self, interventions: Interventions) -> torch.Tensor:
@@ -92,6 +124,11 @@ class AIM(nn.Module, PyTorchModelHubMixin, library_name="lina", tags=["lina", "a
         return self.contrast_prompts.index(name) if name in self.contrast_prompts else -1
 
     def from_unit(self, unit: torch.Tensor, logits: torch.Tensor | None = None) -> list[Interventions]:
+        """Settings from `forward`'s outputs. With a codebook: the setting of the highest predicted gain,
+        or neutral strengths where no setting is predicted to beat the plain model."""
+        if self.codebook:
+            gains, best = unit.max(dim=-1)
+            return [self.codebook[i] if g > 0 else NEUTRAL for g, i in zip(gains.tolist(), best.tolist())]
         choices = logits.argmax(dim=-1).tolist() if logits is not None else [0] * unit.shape[0]
         out = []
         for row, choice in zip(unit.tolist(), choices):
@@ -103,10 +140,13 @@ class AIM(nn.Module, PyTorchModelHubMixin, library_name="lina", tags=["lina", "a
     def attach(self, adapter) -> AIM:
         """Bind to a model family adapter; refuses a family or embedding width it was not trained for."""
         width = adapter.pooled_width()
-        if adapter.family != self.family or width != self.embed_dim:
+        roles = len(ROLES) * adapter.token_width() if self.role_dim else 0
+        if adapter.family != self.family or width != self.embed_dim or roles != self.role_dim:
+            mine = f"{self.embed_dim}-d pooled embeddings" + (f" and {self.role_dim}-d relation roles" if self.role_dim else "")
+            theirs = f"{width}-d" + (f" and {roles}-d" if self.role_dim else "")
             raise ValueError(
-                f"this AIM was trained for family {self.family!r} with {self.embed_dim}-d pooled embeddings, "
-                f"but the pipeline is {adapter.family!r} with {width}-d; train an AIM for this model "
+                f"this AIM was trained for family {self.family!r} with {mine}, "
+                f"but the pipeline is {adapter.family!r} with {theirs}; train an AIM for this model "
                 "(`lina aim train`)"
             )
         self._adapter = adapter
@@ -118,21 +158,36 @@ class AIM(nn.Module, PyTorchModelHubMixin, library_name="lina", tags=["lina", "a
         prompts: Sequence[str],
         pooled: torch.Tensor | None = None,
         csgs: Sequence[CSG] | None = None,
+        encoded=None,
     ) -> list[Interventions]:
-        """One `Interventions` per prompt; prompts without a relation get neutral strengths."""
+        """One `Interventions` per prompt; prompts without a relation get neutral strengths.
+
+        ``pooled``: the prompts' pooled embeddings (else computed by the attached pipeline). An AIM that
+        reads relation roles needs the attached pipeline; ``encoded`` (the prompts' `adapter.encode` at
+        the adapter's default sequence length, as in training) saves it an encoder call."""
         from lina.prompts import parse_prompt
 
         prompts = list(prompts)
         csgs = list(csgs) if csgs is not None else [parse_prompt(p) for p in prompts]
+        needs_adapter = pooled is None or self.role_dim
+        if needs_adapter and self._adapter is None:
+            what = "relation roles" if self.role_dim else "`pooled` embeddings"
+            raise ValueError(f"AIM.predict needs {what} from an attached pipeline (LinaPipeline.from_pipe(pipe, aim=aim) "
+                             "or aim.attach(adapter_for(pipe)))")
+        roles = None
+        if self.role_dim:
+            max_len = self._adapter.default_max_sequence_length
+            if encoded is None:
+                encoded = self._adapter.encode(prompts, max_len)
+            roles = relation_roles(self._adapter, encoded, prompts, csgs, max_len)
         if pooled is None:
-            if self._adapter is None:
-                raise ValueError("AIM.predict needs `pooled` embeddings or an attached pipeline (LinaPipeline.from_pipe(pipe, aim=aim))")
             pooled = self._adapter.pooled_embedding(prompts)
         if pooled.shape[-1] != self.embed_dim:
             raise ValueError(f"pooled embeddings are {pooled.shape[-1]}-d; this AIM expects {self.embed_dim}-d")
         features = torch.stack([csg_features(c) for c in csgs])
         self.eval()
         param = next(self.parameters())
-        unit, logits = self(pooled.to(param.device), features.to(param.device))
+        unit, logits = self(pooled.to(param.device), features.to(param.device),
+                            None if roles is None else roles.to(param.device))
         settings = self.from_unit(unit.cpu(), logits.cpu())
         return [NEUTRAL if not c.has_relations else iv for c, iv in zip(csgs, settings)]

@@ -3,6 +3,7 @@ contrast prompt) that did best on each hard case."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -12,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lina.aim.features import csg_features
+from lina.aim.features import csg_features, relation_roles
 from lina.aim.model import AIM
 from lina.interventions.strengths import Interventions
 from lina.prompts.csg import CSG
@@ -111,14 +112,16 @@ def train_aim(
     progress: bool = True,
     weights: Sequence[float] | None = None,
     groups: Sequence[str] | None = None,
+    roles: torch.Tensor | None = None,
 ) -> TrainReport:
     """Full-batch AdamW on the weighted MSE between predicted and searched strengths (as range
     fractions) plus the weighted cross-entropy of the contrast prompt choice (on examples that use a
     contrast), with a held-out validation split and early stopping on it; the best validation state
     is kept. ``groups`` (e.g. the prompt of each example) keeps all examples of a group on one side of
-    the split; ``weights`` default to 1."""
-    from tqdm.auto import tqdm
-
+    the split; ``weights`` default to 1. ``roles``: each example's `relation_roles` row, for an AIM
+    built with ``role_dim``."""
+    if aim.codebook:
+        raise ValueError("this AIM predicts the gains of a codebook of settings; train it with train_aim_gains")
     if not len(targets) == len(csgs) == pooled.shape[0]:
         raise ValueError("pooled, csgs and targets must have one entry per example")
     groups = list(groups) if groups is not None else list(range(len(targets)))
@@ -130,6 +133,9 @@ def train_aim(
         raise ValueError(f"need examples of at least 2 prompts to train an AIM, got {len(names)}")
     generator = torch.Generator().manual_seed(seed)
     pooled = pooled.detach().float()
+    if aim.role_dim and (roles is None or roles.shape != (len(targets), aim.role_dim)):
+        raise ValueError(f"this AIM reads relation roles: give `roles` of shape ({len(targets)}, {aim.role_dim})")
+    roles = roles.detach().float() if aim.role_dim else None
     features = torch.stack([csg_features(c) for c in csgs])
     y = torch.stack([aim.to_unit(t) for t in targets])
     choice = torch.tensor([aim.prompt_index(t) if t.uses_contrast else -1 for t in targets])
@@ -140,7 +146,7 @@ def train_aim(
     train = torch.tensor([i for i, g in enumerate(groups) if g not in val_names])
 
     def loss_of(rows: torch.Tensor) -> torch.Tensor:
-        unit, logits = aim(pooled[rows], features[rows])
+        unit, logits = aim(pooled[rows], features[rows], None if roles is None else roles[rows])
         w = weights[rows]
         mse = (w * ((unit - y[rows]) ** 2).mean(dim=-1)).sum() / w.sum()
         chosen = choice[rows] >= 0
@@ -148,6 +154,16 @@ def train_aim(
             return mse
         ce = nn.functional.cross_entropy(logits[chosen], choice[rows][chosen], reduction="none")
         return mse + (w[chosen] * ce).sum() / w[chosen].sum() * CHOICE_WEIGHT
+
+    epochs_run, train_loss, best_val = _optimize(aim, loss_of, train, val, epochs, lr, weight_decay, patience, seed, progress)
+    return TrainReport(epochs=epochs_run, train_loss=train_loss, val_loss=best_val, examples=len(targets))
+
+
+def _optimize(aim: AIM, loss_of, train: torch.Tensor, val: torch.Tensor, epochs: int, lr: float, weight_decay: float,
+              patience: int, seed: int, progress: bool) -> tuple[int, float, float]:
+    """Full-batch AdamW on ``loss_of(rows)`` with early stopping on the validation rows; keeps the best
+    validation state. Returns (epochs run, last training loss, best validation loss)."""
+    from tqdm.auto import tqdm
 
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(aim.parameters(), lr=lr, weight_decay=weight_decay)
@@ -175,7 +191,7 @@ def train_aim(
     if best_state is not None:
         aim.load_state_dict(best_state)
     aim.eval()
-    return TrainReport(epochs=epoch + 1, train_loss=train_loss, val_loss=best_val, examples=len(targets))
+    return epoch + 1, train_loss, best_val
 
 
 def fit_aim_from_search(
@@ -205,9 +221,12 @@ def fit_aim(
     lr: float = 3e-3,
     seed: int = 0,
     progress: bool = True,
+    roles: bool = True,
 ) -> tuple[AIM, TrainReport, int]:
     """A fresh AIM for ``adapter``'s model fitted on ``examples``; returns it, its training report and
-    the number of prompts it learned from. ``csg_of`` gives known scene graphs (others are parsed)."""
+    the number of prompts it learned from. ``csg_of`` gives known scene graphs (others are parsed).
+    ``roles``: the AIM also reads `relation_roles` (who is subject and object of each relation), not only
+    the pooled embedding and the CSG counts."""
     from lina.aim.model import DEFAULT_BOUNDS
     from lina.prompts import parse_prompt
 
@@ -215,12 +234,149 @@ def fit_aim(
         raise ValueError("no training examples; nothing to learn")
     csg_of = csg_of or {}
     prompts = list(dict.fromkeys(e.prompt for e in examples))
-    pooled_by_prompt = dict(zip(prompts, adapter.pooled_embedding(prompts).detach().float().cpu()))
-    pooled = torch.stack([pooled_by_prompt[e.prompt] for e in examples])
-    csgs = [csg_of.get(e.prompt) or parse_prompt(e.prompt) for e in examples]
+    graphs = {p: csg_of.get(p) or parse_prompt(p) for p in prompts}
+    pooled_of, roles_of = encode_prompts(adapter, prompts, [graphs[p] for p in prompts], roles=roles)
+    pooled = torch.stack([pooled_of[e.prompt] for e in examples])
+    role_rows = torch.stack([roles_of[e.prompt] for e in examples]) if roles else None
+    csgs = [graphs[e.prompt] for e in examples]
     torch.manual_seed(seed)
     aim = AIM(adapter.family, pooled.shape[-1], hidden=hidden, bounds=dict(DEFAULT_BOUNDS),
-              contrast_prompts=tuple(contrast_prompts))
+              contrast_prompts=tuple(contrast_prompts), role_dim=role_rows.shape[-1] if roles else 0)
     report = train_aim(aim, pooled, csgs, [e.setting for e in examples], epochs=epochs, lr=lr, seed=seed,
-                       weights=[e.weight for e in examples], groups=[e.prompt for e in examples], progress=progress)
+                       weights=[e.weight for e in examples], groups=[e.prompt for e in examples], progress=progress,
+                       roles=role_rows)
     return aim, report, len(prompts)
+
+
+def encode_prompts(
+    adapter, prompts: Sequence[str], csgs: Sequence[CSG], roles: bool = True, batch_size: int = 16
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Each prompt's pooled embedding and (with ``roles``) `relation_roles` row, encoding in batches."""
+    max_len = adapter.default_max_sequence_length
+    pooled_of, roles_of = {}, {}
+    for start in range(0, len(prompts), batch_size):
+        chunk, graphs = list(prompts[start : start + batch_size]), list(csgs[start : start + batch_size])
+        with torch.no_grad():
+            cond = adapter.encode(chunk, max_len)
+            pooled_of.update(zip(chunk, adapter.summarize(cond).detach().float().cpu()))
+            if roles:
+                roles_of.update(zip(chunk, relation_roles(adapter, cond, chunk, graphs, max_len)))
+    return pooled_of, roles_of
+
+
+@dataclass
+class GainTable:
+    """The judged gain of a shared set of settings on each hard case: ``gains[i, k]`` is the pass rate
+    of ``codebook[k]`` on ``prompts[i]`` minus the plain model's there, on the same seeds; ``mask``
+    marks the entries that were judged (a per-prompt search tries only some settings)."""
+
+    prompts: list[str]
+    codebook: list[Interventions]
+    gains: torch.Tensor
+    mask: torch.Tensor
+
+
+def gain_table(judged, prompts: Sequence[str], seeds: Sequence[int], min_prompts: int = 10) -> GainTable:
+    """A `GainTable` from judged candidates (`lina.aim.search.read_candidates`): every setting judged,
+    on all of ``seeds``, on at least ``min_prompts`` of ``prompts`` (each of which needs its plain-model
+    pass rate on those seeds); the most widely judged settings first."""
+    from lina.aim.search import setting_key
+    from lina.interventions.strengths import NEUTRAL
+
+    wanted, seeds = set(prompts), [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("gain_table needs the seeds the gains were judged on")
+    rates: dict[str, dict[str, float]] = {}  # setting key -> prompt -> pass rate
+    for (prompt, key), seen in judged.items():
+        if prompt in wanted and all(s in seen for s in seeds):
+            rates.setdefault(key, {})[prompt] = sum(seen[s][0] for s in seeds) / len(seeds)
+    base = rates.pop(setting_key(NEUTRAL), {})
+    rows = [p for p in dict.fromkeys(prompts) if p in base]
+    if not rows:
+        raise ValueError(f"none of the {len(wanted)} prompts has its plain-model pass rate judged on seeds {seeds}")
+    keys = sorted((k for k, r in rates.items() if sum(p in r for p in rows) >= min_prompts),
+                  key=lambda k: (-sum(p in rates[k] for p in rows), k))
+    if not keys:
+        raise ValueError(f"no setting was judged on {min_prompts} or more of the {len(rows)} hard cases; "
+                         "lower min_prompts (`lina aim train --min-prompts`) or tune more hard cases")
+    gains = torch.zeros(len(rows), len(keys))
+    mask = torch.zeros(len(rows), len(keys), dtype=torch.bool)
+    for j, key in enumerate(keys):
+        for i, prompt in enumerate(rows):
+            if prompt in rates[key]:
+                gains[i, j], mask[i, j] = rates[key][prompt] - base[prompt], True
+    codebook = [Interventions.from_dict(json.loads(k)) for k in keys]
+    return GainTable(rows, codebook, gains, mask)
+
+
+def train_aim_gains(
+    aim: AIM,
+    pooled: torch.Tensor,
+    csgs: Sequence[CSG],
+    gains: torch.Tensor,
+    mask: torch.Tensor,
+    epochs: int = 500,
+    lr: float = 3e-3,
+    weight_decay: float = 1e-4,
+    val_fraction: float = 0.2,
+    patience: int = 50,
+    seed: int = 0,
+    progress: bool = True,
+    roles: torch.Tensor | None = None,
+) -> TrainReport:
+    """Full-batch AdamW on the MSE between the predicted and the judged gains, on the judged entries
+    only, one row per prompt, with a validation split of prompts and early stopping."""
+    if not aim.codebook or gains.shape != (len(csgs), len(aim.codebook)) or mask.shape != gains.shape:
+        raise ValueError(f"need an AIM with a codebook and gains/mask of shape ({len(csgs)}, {len(aim.codebook)})")
+    if len(csgs) < 2:
+        raise ValueError(f"need at least 2 prompts to train an AIM, got {len(csgs)}")
+    if aim.role_dim and (roles is None or roles.shape != (len(csgs), aim.role_dim)):
+        raise ValueError(f"this AIM reads relation roles: give `roles` of shape ({len(csgs)}, {aim.role_dim})")
+    pooled = pooled.detach().float()
+    roles = roles.detach().float() if aim.role_dim else None
+    features = torch.stack([csg_features(c) for c in csgs])
+    gains, weight = gains.float(), mask.float()
+    order = torch.randperm(len(csgs), generator=torch.Generator().manual_seed(seed))
+    n_val = max(1, math.floor(val_fraction * len(csgs)))
+    val, train = order[:n_val].sort().values, order[n_val:].sort().values
+
+    def loss_of(rows: torch.Tensor) -> torch.Tensor:
+        predicted, _ = aim(pooled[rows], features[rows], None if roles is None else roles[rows])
+        w = weight[rows]
+        return (w * (predicted - gains[rows]) ** 2).sum() / w.sum().clamp(min=1.0)
+
+    epochs_run, train_loss, best_val = _optimize(aim, loss_of, train, val, epochs, lr, weight_decay, patience, seed, progress)
+    return TrainReport(epochs=epochs_run, train_loss=train_loss, val_loss=best_val, examples=int(mask.sum()))
+
+
+def fit_aim_gains(
+    table: GainTable,
+    adapter,
+    csg_of: Mapping[str, CSG] | None = None,
+    *,
+    hidden: int = 128,
+    epochs: int = 500,
+    lr: float = 3e-3,
+    seed: int = 0,
+    progress: bool = True,
+    roles: bool = True,
+) -> tuple[AIM, TrainReport, int]:
+    """A fresh AIM that predicts the gain of each of ``table``'s settings and picks the best (neutral
+    strengths where none is predicted to help). Unlike regressing the best strengths, it never answers
+    with the average of two good settings, which can be a bad one, and a setting it picks was judged."""
+    from lina.aim.model import DEFAULT_BOUNDS
+    from lina.prompts import parse_prompt
+
+    csg_of = csg_of or {}
+    graphs = [csg_of.get(p) or parse_prompt(p) for p in table.prompts]
+    pooled_of, roles_of = encode_prompts(adapter, table.prompts, graphs, roles=roles)
+    pooled = torch.stack([pooled_of[p] for p in table.prompts])
+    role_rows = torch.stack([roles_of[p] for p in table.prompts]) if roles else None
+    torch.manual_seed(seed)
+    prompts_used = sorted({s.contrast_prompt for s in table.codebook}) or ["neutral"]
+    aim = AIM(adapter.family, pooled.shape[-1], hidden=hidden, bounds=dict(DEFAULT_BOUNDS),
+              contrast_prompts=prompts_used, role_dim=role_rows.shape[-1] if roles else 0,
+              codebook=[s.to_dict() for s in table.codebook])
+    report = train_aim_gains(aim, pooled, graphs, table.gains, table.mask, epochs=epochs, lr=lr, seed=seed,
+                             progress=progress, roles=role_rows)
+    return aim, report, len(table.prompts)

@@ -1,0 +1,104 @@
+"""How much could choosing strengths per prompt gain on the testbed's OOD prompts, at best?
+
+Judges the K settings the search tried on the most hard cases (plus the plain model) on every OOD
+prompt, on the evaluation seeds, and reports in hindsight (chosen on the very images it scores, so
+each figure is an optimistic ceiling, not a method):
+
+* the best single setting for all OOD prompts (what a fixed setting could reach with perfect tuning),
+* the best setting per category (what an AIM that only recognises the category could reach),
+* the best setting per cell (both phrasings of one scene), and per prompt.
+
+If the per-category ceiling sits only a few points above the best single setting, no AIM that reads
+the prompt can beat a well-tuned fixed setting by much on this prompt set.
+
+    python bench/aim_ceiling.py --search runs/xfit --eval runs/e20/eval --seeds 20 --settings 12
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from lina.aim import JudgedScorer, gain_table, read_candidates
+from lina.aim.cli import SEARCH_FIRST_SEED, read_hard_cases
+from lina.interventions.strengths import NEUTRAL
+from lina.world.scenes import world_prompts, world_split
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--search", type=Path, required=True, help="folder of `lina search mine/tune` over train + ood")
+    parser.add_argument("--eval", type=Path, required=True, help="evaluation store (shared with bench/aim_crossfit.py)")
+    parser.add_argument("--out", type=Path, default=None, help="where to write ceiling.{md,json} (default: --eval's parent)")
+    parser.add_argument("--seeds", type=int, default=20, help="evaluation seeds 0..N-1")
+    parser.add_argument("--search-seeds", type=int, default=12)
+    parser.add_argument("--settings", type=int, default=12, help="how many of the most widely tried settings")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from tqdm.auto import tqdm
+
+    from lina.benchmarks.demo import DEFAULT_SETTINGS
+    from lina.judges.testbed import TestbedJudge
+    from lina.pipeline import LinaPipeline
+    from lina.world.model import load_testbed_pipeline
+
+    pipe = load_testbed_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    scorer = JudgedScorer(LinaPipeline.from_pipe(pipe), TestbedJudge(), args.eval, seeds=range(args.seeds),
+                          **DEFAULT_SETTINGS)
+    hard = [p for p, _ in read_hard_cases(args.search)]
+    seeds = range(SEARCH_FIRST_SEED, SEARCH_FIRST_SEED + args.search_seeds)
+    table = gain_table(read_candidates(args.search), hard, seeds, min_prompts=1)
+    settings = [NEUTRAL, *table.codebook[: args.settings]]
+    ood = {s.prompt: s for s in world_split("ood")}
+    rate = {}  # (prompt, setting index) -> pass rate
+    for prompt, sample in tqdm(ood.items(), desc="OOD prompts"):
+        for k, setting in enumerate(settings):
+            rate[(prompt, k)] = scorer(prompt, sample.csg, setting).pass_rate
+
+    def best_by(group_of) -> tuple[float, dict]:
+        groups = defaultdict(list)
+        for prompt in ood:
+            groups[group_of(prompt)].append(prompt)
+        total, picks = 0.0, {}
+        for name, prompts in groups.items():
+            k = max(range(len(settings)), key=lambda k: sum(rate[(p, k)] for p in prompts))
+            total += sum(rate[(p, k)] for p in prompts)
+            picks[str(name)] = settings[k].to_dict()
+        return total / len(ood), picks
+
+    cell = {p: world_prompts()[p][0] for p in ood}
+    rows = {
+        "plain model": (sum(rate[(p, 0)] for p in ood) / len(ood), {}),
+        "best single setting": best_by(lambda p: "all"),
+        "best setting per category": best_by(lambda p: cell[p].category),
+        "best setting per cell": best_by(lambda p: cell[p]),
+        "best setting per prompt": best_by(lambda p: p),
+    }
+    fixed = rows["best single setting"][0]
+    lines = [f"OOD prompts: {len(ood)}; evaluation seeds 0..{args.seeds - 1}; settings: the plain model and the "
+             f"{len(settings) - 1} settings tried on the most hard cases (search seeds {seeds.start}..{seeds.stop - 1}); "
+             "every choice made in hindsight on the scored images", "",
+             "| choice (in hindsight) | OOD success | over the best single setting |", "|---|---|---|"]
+    lines += [f"| {name} | {100 * value:.1f}% | {100 * (value - fixed):+.1f} |" for name, (value, _) in rows.items()]
+    text = "\n".join(lines)
+    print(text)
+    out = args.out or args.eval.parent
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ceiling.md").write_text(text + "\n")
+    (out / "ceiling.json").write_text(json.dumps(
+        {"settings": [s.to_dict() for s in settings],
+         "rows": {name: {"rate": value, "picks": picks if name != "best setting per prompt" else {}}
+                  for name, (value, picks) in rows.items()},
+         "rates": {p: [rate[(p, k)] for k in range(len(settings))] for p in ood}}, indent=1) + "\n")
+    print(f"wrote {out / 'ceiling.md'} and ceiling.json")
+
+
+if __name__ == "__main__":
+    main()
