@@ -68,15 +68,17 @@ def relation_roles(adapter, cond, prompts: Sequence[str], csgs: Sequence[CSG], m
     rarely saw and the other a common one. These rows tell them apart, and cost no extra encoder call:
     ``cond`` is the prompts' encoding at ``max_sequence_length`` (`adapter.encode`), which the sampler uses too.
     """
-    from lina.prompts.tokens import token_masks
+    from lina.prompts.tokens import mask_from_offsets, token_offsets
 
     embeds = cond.embeds.detach().float()
+    masks = {role: torch.zeros(embeds.shape[:2], dtype=torch.bool) for role in ROLES}
+    for slot in adapter.encoder_slots(max_sequence_length):
+        for i, (prompt, csg) in enumerate(zip(prompts, csgs)):
+            offsets = token_offsets(slot.tokenizer, prompt, slot.max_length)  # once per prompt and encoder
+            for role in ROLES:
+                masks[role][i, slot.rows] = mask_from_offsets(offsets, _role_spans(csg, role), slot.max_length)
     parts = []
     for role in ROLES:
-        spans = [_role_spans(c, role) for c in csgs]
-        mask = torch.zeros(embeds.shape[:2], dtype=torch.bool)
-        for slot in adapter.encoder_slots(max_sequence_length):
-            mask[:, slot.rows] = token_masks(slot.tokenizer, list(prompts), spans, slot.max_length)
-        weight = mask.to(embeds.device, embeds.dtype).unsqueeze(-1)
+        weight = masks[role].to(embeds.device, embeds.dtype).unsqueeze(-1)
         parts.append((embeds * weight).sum(dim=1) / weight.sum(dim=1).clamp(min=1.0))
     return torch.cat(parts, dim=-1).cpu()

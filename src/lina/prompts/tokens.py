@@ -15,12 +15,9 @@ import torch
 from lina.prompts.csg import Span
 
 
-def token_mask(tokenizer, text: str, spans: Sequence[Span], max_length: int) -> torch.Tensor:
-    """Bool mask of shape (max_length,): True at the tokens overlapping any character span.
-
-    Tokenizes like the pipelines do (``padding="max_length"``, ``truncation=True``, special tokens
-    added); special and padding tokens (empty offsets) are never marked.
-    """
+def token_offsets(tokenizer, text: str, max_length: int) -> list[tuple[int, int]]:
+    """Character offsets of each token row, tokenized like the pipelines do (``padding="max_length"``,
+    ``truncation=True``, special tokens added); special and padding rows have empty offsets."""
     try:
         encoding = tokenizer(
             text,
@@ -33,13 +30,25 @@ def token_mask(tokenizer, text: str, spans: Sequence[Span], max_length: int) -> 
         raise TypeError(
             f"{type(tokenizer).__name__} gives no offset mapping; load the model with its fast tokenizer"
         ) from err
+    return [tuple(o) for o in encoding["offset_mapping"][:max_length]]
+
+
+def mask_from_offsets(offsets: Sequence[tuple[int, int]], spans: Sequence[Span], max_length: int) -> torch.Tensor:
+    """Bool mask of shape (max_length,): True at the rows whose offsets overlap any character span."""
     mask = torch.zeros(max_length, dtype=torch.bool)
-    for i, (start, end) in enumerate(encoding["offset_mapping"][:max_length]):
-        if end <= start:
-            continue
-        if any(start < s_end and s_start < end for s_start, s_end in spans):
+    for i, (start, end) in enumerate(offsets):
+        if end > start and any(start < s_end and s_start < end for s_start, s_end in spans):
             mask[i] = True
     return mask
+
+
+def token_mask(tokenizer, text: str, spans: Sequence[Span], max_length: int) -> torch.Tensor:
+    """Bool mask of shape (max_length,): True at the tokens overlapping any character span.
+
+    Tokenizes like the pipelines do (``padding="max_length"``, ``truncation=True``, special tokens
+    added); special and padding tokens (empty offsets) are never marked.
+    """
+    return mask_from_offsets(token_offsets(tokenizer, text, max_length), spans, max_length)
 
 
 def token_masks(tokenizer, texts: Sequence[str], spans: Sequence[Sequence[Span]], max_length: int) -> torch.Tensor:
