@@ -26,10 +26,9 @@ from pathlib import Path
 import torch
 
 from lina.aim import JudgedScorer, fit_aim_from_search, read_search_results, tune_fixed
-from lina.aim.search import tune_kinds
-from lina.aim.search import read_candidates
-from lina.aim.train import examples_from_kinds, fit_aim, fit_aim_gains, gain_table
 from lina.aim.cli import SEARCH_FIRST_SEED, read_hard_cases
+from lina.aim.search import read_candidates, tune_kinds
+from lina.aim.train import examples_from_kinds, fit_aim, fit_aim_gains, gain_table
 from lina.benchmarks.metrics import bootstrap_ci
 from lina.interventions.strengths import NEUTRAL
 from lina.world.scenes import world_prompts, world_split
@@ -100,13 +99,13 @@ def main() -> None:
         pool = [(p, c) for p, c in hard if p not in excluded]
         print(f"[{protocol} {fold}] tuning on {len(pool)} hard cases, evaluating on {len(evaluate_on)} prompts", flush=True)
         fixed = tune_fixed(tuner, pool, grid=grid, max_rounds=args.rounds).best
-        judged = read_candidates(args.search)  # after tune_fixed, whose settings are judged on the whole pool
         if args.labels == "kind":
             kinds = {k: r.to_record() for k, r in tune_kinds(tuner, pool, grid=grid, max_rounds=args.rounds).items()}
             aim, report, n_prompts = fit_aim(examples_from_kinds(kinds, pool), adapter, csg_of, progress=False,
                                              roles=args.roles)
         elif args.labels == "gains":
             kinds = {}
+            judged = read_candidates(args.search)  # after tune_fixed, whose settings are judged on the whole pool
             table = gain_table(judged, [p for p, _ in pool], search_seeds, min_prompts=args.min_prompts)
             aim, report, n_prompts = fit_aim_gains(table, adapter, csg_of, progress=False, roles=args.roles)
         else:

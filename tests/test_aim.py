@@ -173,10 +173,11 @@ def test_pipeline_uses_aim_when_no_strengths_are_given(sd3_pipe):
     assert explicit.interventions == [NEUTRAL]
 
 
-def test_aim_adds_no_text_encoder_work_and_matches_its_strengths_given_explicitly(sd3_pipe):
-    width = LinaPipeline.from_pipe(sd3_pipe).adapter.pooled_width()
+@pytest.mark.parametrize("reads_roles", [False, True], ids=["pooled", "relation-roles"])
+def test_aim_adds_no_text_encoder_work_and_matches_its_strengths_given_explicitly(sd3_pipe, reads_roles):
+    adapter = LinaPipeline.from_pipe(sd3_pipe).adapter
     torch.manual_seed(0)
-    aim = AIM("sd3", width)
+    aim = AIM("sd3", adapter.pooled_width(), role_dim=3 * adapter.token_width() if reads_roles else 0)
     lina = LinaPipeline.from_pipe(sd3_pipe, aim=aim)
     prompt = "a bird eats a snake"
     predicted = aim.predict([prompt])[0]
@@ -185,14 +186,15 @@ def test_aim_adds_no_text_encoder_work_and_matches_its_strengths_given_explicitl
     hook = sd3_pipe.text_encoder.register_forward_hook(lambda module, args, output: rows.append(args[0].shape[0]))
     kwargs = dict(num_inference_steps=3, height=32, width=32, output_type="latent")
     try:
-        adaptive = lina(prompt, generator=torch.Generator().manual_seed(1), **kwargs).images
+        adaptive = lina(prompt, generator=torch.Generator().manual_seed(1), **kwargs)
         with_aim = sum(rows)
         rows.clear()
         explicit = lina(prompt, predicted, generator=torch.Generator().manual_seed(1), **kwargs).images
     finally:
         hook.remove()
+    assert adaptive.interventions == [predicted]
     assert with_aim == sum(rows) == 3  # prompt, unconditional and contrast prompts, each encoded once
-    torch.testing.assert_close(adaptive, explicit, rtol=0, atol=1e-5)
+    torch.testing.assert_close(adaptive.images, explicit, rtol=0, atol=1e-5)
 
 
 def test_more_seeds_generate_only_the_new_seeds(sd3_pipe, tmp_path):

@@ -133,9 +133,7 @@ def train_aim(
         raise ValueError(f"need examples of at least 2 prompts to train an AIM, got {len(names)}")
     generator = torch.Generator().manual_seed(seed)
     pooled = pooled.detach().float()
-    if aim.role_dim and (roles is None or roles.shape != (len(targets), aim.role_dim)):
-        raise ValueError(f"this AIM reads relation roles: give `roles` of shape ({len(targets)}, {aim.role_dim})")
-    roles = roles.detach().float() if aim.role_dim else None
+    roles = _checked_roles(aim, roles, len(targets))
     features = torch.stack([csg_features(c) for c in csgs])
     y = torch.stack([aim.to_unit(t) for t in targets])
     choice = torch.tensor([aim.prompt_index(t) if t.uses_contrast else -1 for t in targets])
@@ -157,6 +155,15 @@ def train_aim(
 
     epochs_run, train_loss, best_val = _optimize(aim, loss_of, train, val, epochs, lr, weight_decay, patience, seed, progress)
     return TrainReport(epochs=epochs_run, train_loss=train_loss, val_loss=best_val, examples=len(targets))
+
+
+def _checked_roles(aim: AIM, roles: torch.Tensor | None, n: int) -> torch.Tensor | None:
+    """The `relation_roles` rows an AIM built with ``role_dim`` trains on (None for one without)."""
+    if not aim.role_dim:
+        return None
+    if roles is None or roles.shape != (n, aim.role_dim):
+        raise ValueError(f"this AIM reads relation roles: give `roles` of shape ({n}, {aim.role_dim})")
+    return roles.detach().float()
 
 
 def _optimize(aim: AIM, loss_of, train: torch.Tensor, val: torch.Tensor, epochs: int, lr: float, weight_decay: float,
@@ -234,11 +241,12 @@ def fit_aim(
         raise ValueError("no training examples; nothing to learn")
     csg_of = csg_of or {}
     prompts = list(dict.fromkeys(e.prompt for e in examples))
-    graphs = {p: csg_of.get(p) or parse_prompt(p) for p in prompts}
-    pooled_of, roles_of = encode_prompts(adapter, prompts, [graphs[p] for p in prompts], roles=roles)
-    pooled = torch.stack([pooled_of[e.prompt] for e in examples])
-    role_rows = torch.stack([roles_of[e.prompt] for e in examples]) if roles else None
-    csgs = [graphs[e.prompt] for e in examples]
+    graphs = [csg_of.get(p) or parse_prompt(p) for p in prompts]
+    pooled, role_rows = encode_prompts(adapter, prompts, graphs, roles=roles)
+    index = {p: i for i, p in enumerate(prompts)}
+    row = [index[e.prompt] for e in examples]  # each example's prompt
+    pooled, csgs = pooled[row], [graphs[i] for i in row]
+    role_rows = role_rows[row] if role_rows is not None else None
     torch.manual_seed(seed)
     aim = AIM(adapter.family, pooled.shape[-1], hidden=hidden, bounds=dict(DEFAULT_BOUNDS),
               contrast_prompts=tuple(contrast_prompts), role_dim=role_rows.shape[-1] if roles else 0)
@@ -250,18 +258,19 @@ def fit_aim(
 
 def encode_prompts(
     adapter, prompts: Sequence[str], csgs: Sequence[CSG], roles: bool = True, batch_size: int = 16
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Each prompt's pooled embedding and (with ``roles``) `relation_roles` row, encoding in batches."""
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The prompts' pooled embeddings and (with ``roles``) `relation_roles` rows, in order, encoding in
+    batches at the adapter's default sequence length (as `AIM.predict` reads them)."""
     max_len = adapter.default_max_sequence_length
-    pooled_of, roles_of = {}, {}
+    pooled, role_rows = [], []
     for start in range(0, len(prompts), batch_size):
         chunk, graphs = list(prompts[start : start + batch_size]), list(csgs[start : start + batch_size])
         with torch.no_grad():
             cond = adapter.encode(chunk, max_len)
-            pooled_of.update(zip(chunk, adapter.summarize(cond).detach().float().cpu()))
+            pooled.append(adapter.summarize(cond).detach().float().cpu())
             if roles:
-                roles_of.update(zip(chunk, relation_roles(adapter, cond, chunk, graphs, max_len)))
-    return pooled_of, roles_of
+                role_rows.append(relation_roles(adapter, cond, chunk, graphs, max_len))
+    return torch.cat(pooled), torch.cat(role_rows) if roles else None
 
 
 @dataclass
@@ -330,10 +339,8 @@ def train_aim_gains(
         raise ValueError(f"need an AIM with a codebook and gains/mask of shape ({len(csgs)}, {len(aim.codebook)})")
     if len(csgs) < 2:
         raise ValueError(f"need at least 2 prompts to train an AIM, got {len(csgs)}")
-    if aim.role_dim and (roles is None or roles.shape != (len(csgs), aim.role_dim)):
-        raise ValueError(f"this AIM reads relation roles: give `roles` of shape ({len(csgs)}, {aim.role_dim})")
     pooled = pooled.detach().float()
-    roles = roles.detach().float() if aim.role_dim else None
+    roles = _checked_roles(aim, roles, len(csgs))
     features = torch.stack([csg_features(c) for c in csgs])
     gains, weight = gains.float(), mask.float()
     order = torch.randperm(len(csgs), generator=torch.Generator().manual_seed(seed))
@@ -369,9 +376,7 @@ def fit_aim_gains(
 
     csg_of = csg_of or {}
     graphs = [csg_of.get(p) or parse_prompt(p) for p in table.prompts]
-    pooled_of, roles_of = encode_prompts(adapter, table.prompts, graphs, roles=roles)
-    pooled = torch.stack([pooled_of[p] for p in table.prompts])
-    role_rows = torch.stack([roles_of[p] for p in table.prompts]) if roles else None
+    pooled, role_rows = encode_prompts(adapter, table.prompts, graphs, roles=roles)
     torch.manual_seed(seed)
     prompts_used = sorted({s.contrast_prompt for s in table.codebook}) or ["neutral"]
     aim = AIM(adapter.family, pooled.shape[-1], hidden=hidden, bounds=dict(DEFAULT_BOUNDS),
