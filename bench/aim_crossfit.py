@@ -10,10 +10,18 @@ evaluated on prompts they never saw, on evaluation seeds (0..N-1):
   fold k. Every OOD prompt is evaluated once, by methods that never saw it or its cell.
 
 The best fixed setting is found by coordinate descent on the mean score over the same hard cases
-(`lina.aim.tune_fixed`), over the same grid as the per-prompt search. Every judged image goes through
-a resumable store (the search's for tuning, ``OUT/eval`` for evaluation).
+(`lina.aim.tune_fixed`), over the same grid as the per-prompt search; or, with ``--fixed codebook``
+(for ``--labels gains``), it is the one setting of the AIM's own codebook with the highest judged gain
+over the same hard cases (`lina.aim.GainTable.best_single`): the same menu and the same labels, one
+choice for all prompts. Every judged image goes through a resumable store (the search's for tuning,
+``OUT/eval`` for evaluation).
 
     python bench/aim_crossfit.py --search runs/xfit --out runs/xfit-eval --seeds 5 --search-seeds 6
+
+After ``lina search sweep --out runs/xfit --seeds 24`` (dense gains, 24 seeds):
+
+    python bench/aim_crossfit.py --search runs/xfit --out runs/e20/sweep24 --seeds 20 --search-seeds 24 \
+        --labels gains --fixed codebook
 """
 
 from __future__ import annotations
@@ -55,12 +63,16 @@ def main() -> None:
                         help="AIM labels: each hard case's own search, the best setting of its scene kind, or the "
                              "judged gains of the settings tried on at least --min-prompts hard cases (the AIM picks one)")
     parser.add_argument("--min-prompts", type=int, default=10, help="--labels gains: codebook settings' minimum coverage")
+    parser.add_argument("--fixed", choices=["search", "codebook"], default="search",
+                        help="best fixed setting: coordinate descent over --grid, or the best of the gain codebook")
     parser.add_argument("--temperature", type=float, default=0.1, help="AIM label temperature (--labels search)")
     parser.add_argument("--roles", action=argparse.BooleanOptionalAction, default=True,
                         help="the AIM also reads the relation roles (lina.aim.relation_roles), not only the pooled embedding")
     parser.add_argument("--protocols", nargs="*", default=["train-only", "cross-fitted"])
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    if args.fixed == "codebook" and args.labels != "gains":
+        parser.error("--fixed codebook needs --labels gains (the codebook is the gain table's)")
     torch.set_num_threads(args.threads)
 
     from tqdm.auto import tqdm
@@ -98,16 +110,19 @@ def main() -> None:
     for protocol, fold, evaluate_on, excluded in plans:
         pool = [(p, c) for p, c in hard if p not in excluded]
         print(f"[{protocol} {fold}] tuning on {len(pool)} hard cases, evaluating on {len(evaluate_on)} prompts", flush=True)
-        fixed = tune_fixed(tuner, pool, grid=grid, max_rounds=args.rounds).best
+        if args.fixed == "search":
+            fixed = tune_fixed(tuner, pool, grid=grid, max_rounds=args.rounds).best
         if args.labels == "kind":
             kinds = {k: r.to_record() for k, r in tune_kinds(tuner, pool, grid=grid, max_rounds=args.rounds).items()}
             aim, report, n_prompts = fit_aim(examples_from_kinds(kinds, pool), adapter, csg_of, progress=False,
                                              roles=args.roles)
         elif args.labels == "gains":
             kinds = {}
-            judged = read_candidates(args.search)  # after tune_fixed, whose settings are judged on the whole pool
+            judged = read_candidates(args.search)  # read now: tune_fixed (if run) has just judged its settings
             table = gain_table(judged, [p for p, _ in pool], search_seeds, min_prompts=args.min_prompts)
             aim, report, n_prompts = fit_aim_gains(table, adapter, csg_of, progress=False, roles=args.roles)
+            if args.fixed == "codebook":
+                fixed = table.best_single()
         else:
             kinds = {}
             aim, report, n_prompts = fit_aim_from_search(records, adapter, csg_of, temperature=args.temperature,
@@ -131,7 +146,9 @@ def main() -> None:
     rows = []
     lines = [f"evaluation seeds 0..{args.seeds - 1}; search seeds {search_seeds.start}..{search_seeds.stop - 1}; "
              f"AIM labels: {args.labels}" + (f", temperature {args.temperature}" if args.labels == "search" else "")
-             + ("; AIM reads relation roles" if args.roles else "; AIM reads the pooled embedding only"), "",
+             + ("; AIM reads relation roles" if args.roles else "; AIM reads the pooled embedding only")
+             + ("; best fixed: the best of the AIM's codebook" if args.fixed == "codebook" else
+                "; best fixed: coordinate descent over the grid"), "",
              "| protocol | category | prompts | baseline | best fixed | AIM | AIM - best fixed (95% CI) |",
              "|---|---|---|---|---|---|---|"]
     categories = sorted({k[2] for k in rates}, key=lambda c: (c != "ALL", c))

@@ -104,6 +104,7 @@ def test_gain_table_holds_each_shared_setting_gain_over_the_plain_model():
     assert table.codebook == [A, B]  # C is on one prompt only; the most widely judged first
     torch.testing.assert_close(table.gains, torch.tensor([[0.75, 0.25], [-0.25, 0.0], [0.5, 0.0]]))
     assert table.mask.tolist() == [[True, True], [True, False], [True, True]]
+    assert table.best_single() == A  # total gain 1.0 against B's 0.25 (p2 has no B: no gain counted)
     with pytest.raises(ValueError, match="no setting was judged on 4 or more"):
         gain_table(judged, ["p1", "p2", "p3"], seeds=range(4), min_prompts=4)
     with pytest.raises(ValueError, match="plain-model pass rate"):

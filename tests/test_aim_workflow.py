@@ -7,7 +7,8 @@ import torch
 from typer.testing import CliRunner
 
 from lina import Interventions
-from lina.aim import AIM, examples_from_kinds, examples_from_search, scene_kind, train_aim, tune_fixed, tune_kinds
+from lina.aim import (AIM, examples_from_kinds, examples_from_search, scene_kind, sweep_hard_cases, train_aim,
+                      tune_fixed, tune_kinds)
 from lina.aim.search import read_search_results
 from lina.cli import app
 from lina.interventions.strengths import NEUTRAL
@@ -132,6 +133,28 @@ def test_tune_fixed_maximises_the_mean_over_prompts():
         tune_fixed(scorer, [], progress=False)
 
 
+def test_sweep_judges_the_plain_model_and_every_setting_once_per_prompt():
+    judged = []
+
+    class Scorer:
+        def __call__(self, prompt, csg, iv):
+            fresh = (prompt, iv) not in judged
+            judged.append((prompt, iv))
+
+            class Scored:
+                pass
+
+            Scored.fresh = fresh
+            return Scored()
+
+    items = [("A", parse_prompt("a cat under a table")), ("B", parse_prompt("a bird eats a snake"))]
+    # the no-contrast window is moot: it is the plain model, judged once
+    menu = [Interventions(contrast=3.0), NEUTRAL.replace(contrast_window=0.5), Interventions(contrast=3.0)]
+    assert sweep_hard_cases(Scorer(), items, menu, progress=False) == 4
+    assert judged == [(p, iv) for p in "AB" for iv in (NEUTRAL, Interventions(contrast=3.0))]
+    assert sweep_hard_cases(Scorer(), items, menu, progress=False) == 0  # all from the store now
+
+
 def test_scene_kinds_pool_prompts_of_one_kind_and_label_them_alike():
     samples = {s.category: s.csg for s in world_split("train")}
     kinds = {category: scene_kind(csg) for category, csg in samples.items()}
@@ -215,3 +238,24 @@ def test_search_and_aim_cli_cross_fitted_on_the_testbed(tmp_path):
     too_rare = runner.invoke(app, ["aim", "train", "--search", str(out), "--out", str(tmp_path / "none"),
                                    "--labels", "gains", "--min-prompts", "999"])
     assert too_rare.exit_code != 0 and "lower min_prompts" in too_rare.output
+
+    # a sweep judges the most widely tuned setting on every hard case, on a third seed; gains learn from it
+    swept = runner.invoke(app, ["search", "sweep", "--out", str(out), "--top", "1", "--seeds", "3", "--steps", "2"])
+    assert swept.exit_code == 0, swept.output
+    on_three = [json.loads(line) for line in (out / "candidates-00000.jsonl").read_text().splitlines()
+                if json.loads(line)["seeds"] == [1002]]
+    assert {c["prompt"] for c in on_three} == set(hard) and len({json.dumps(c["interventions"]) for c in on_three}) == 2
+    again = runner.invoke(app, ["search", "sweep", "--out", str(out), "--top", "1", "--seeds", "3", "--steps", "2"])
+    assert again.exit_code == 0 and "(0 pairs judged now" in again.output
+    dense = runner.invoke(app, ["aim", "train", "--search", str(out), "--out", str(tmp_path / "aim-dense"),
+                                "--labels", "gains", "--search-seeds", "3", "--min-prompts", "2", "--epochs", "5"])
+    assert dense.exit_code == 0, dense.output
+    assert len(AIM.from_pretrained(tmp_path / "aim-dense").codebook) == 1
+    codebook = tmp_path / "codebook.json"
+    codebook.write_text(json.dumps({"settings": [{"contrast": 3, "contrast_prompt": "counterfactual"}]}))
+    listed = runner.invoke(app, ["search", "sweep", "--out", str(out), "--codebook", str(codebook), "--seeds", "2",
+                                 "--steps", "2"])
+    assert listed.exit_code == 0, listed.output
+    codebook.write_text("{}")
+    bad = runner.invoke(app, ["search", "sweep", "--out", str(out), "--codebook", str(codebook)])
+    assert bad.exit_code != 0 and "JSON list of settings" in bad.output

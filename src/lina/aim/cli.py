@@ -1,4 +1,4 @@
-"""`lina search mine|tune` and `lina aim train|predict`.
+"""`lina search mine|tune|sweep|kinds` and `lina aim train|predict`.
 
 Sharding: run the same command under ``accelerate launch --multi_gpu --num_processes N -m lina search
 tune ...`` (on CPU-only machines too: the ranks then form a gloo group); each process takes every
@@ -134,6 +134,72 @@ def tune(
 
 
 @search_app.command()
+def sweep(
+    out: Out,
+    model: Model = "testbed",
+    judge: Judge = "testbed",
+    judge_model: JudgeModel = None,
+    seeds: CandidateSeeds = 12,
+    first_seed: FirstSeed = SEARCH_FIRST_SEED,
+    top: Annotated[int, typer.Option(help="Sweep the K settings the search judged on the most hard cases.")] = 12,
+    top_seeds: Annotated[Optional[int], typer.Option(
+        help="--top counts a hard case when a setting was judged on all of these many seeds (from --first-seed); "
+             "default: the seeds of the `search tune` run.")] = None,
+    codebook: Annotated[Optional[Path], typer.Option(
+        help="Sweep these settings instead of --top: a JSON list of settings, or a JSON object with a 'settings' "
+             "or 'codebook' list (e.g. an AIM's config.json).")] = None,
+    steps: Optional[int] = None,
+    guidance: Optional[float] = None,
+    dtype: str = "float32",
+    device: Optional[str] = None,
+    save_images: bool = False,
+) -> None:
+    """Judge a codebook of settings (and the plain model) on every hard case in OUT, on every seed: the
+    dense, many-seed gains that `lina aim train --labels gains --search-seeds N` learns from."""
+    from lina.aim.search import read_candidates, read_search_results, sweep_hard_cases
+    from lina.aim.train import gain_table
+
+    hard = read_hard_cases(out)
+    if codebook is not None:
+        settings = _read_codebook(codebook)
+    else:
+        if top_seeds is None:
+            found = Counter(tuple(r.get("seeds", ())) for r in read_search_results(out))
+            if not found or not found.most_common(1)[0][0]:
+                raise typer.BadParameter(f"no `lina search tune` results with seeds in {out}; give --top-seeds or --codebook")
+            ranked_on = found.most_common(1)[0][0]
+        else:
+            ranked_on = range(first_seed, first_seed + top_seeds)
+        try:
+            table = gain_table(read_candidates(out), [p for p, _ in hard], ranked_on, min_prompts=1)
+        except ValueError as error:
+            raise typer.BadParameter(f"{error} (candidates in {out})") from error
+        settings = table.codebook[:top]
+    shard, num_shards = _shard()
+    items = hard[shard::num_shards]
+    seed_range = range(first_seed, first_seed + seeds)
+    scorer = _scorer(model, judge, judge_model, out, seed_range, steps, guidance, dtype, device, shard, save_images)
+    fresh = sweep_hard_cases(scorer, items, settings)
+    typer.echo(f"{len(settings)} settings and the plain model on {len(items)} hard cases, seeds "
+               f"{seed_range.start}..{seed_range.stop - 1} ({fresh} pairs judged now, the rest from the store)")
+
+
+def _read_codebook(path: Path):
+    from lina.interventions.strengths import Interventions
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict):
+            data = data.get("settings", data.get("codebook"))
+        if not isinstance(data, list) or not data:
+            raise ValueError("expected a non-empty list of settings")
+        return [Interventions.from_dict(d) for d in data]
+    except (OSError, ValueError, TypeError) as error:
+        raise typer.BadParameter(f"cannot read a codebook from {path}: {error}; write a JSON list of settings such as "
+                                 '[{"contrast": 6, "contrast_prompt": "counterfactual"}]') from error
+
+
+@search_app.command()
 def kinds(
     out: Out,
     model: Model = "testbed",
@@ -221,7 +287,9 @@ def train(
     holdout_split: Annotated[Optional[list[str]], typer.Option(
         help="Leave out the prompts of these testbed world splits (e.g. ood:0/2, to evaluate on them).")] = None,
     search_seeds: Annotated[Optional[int], typer.Option(
-        help="Use the search results judged on these many seeds (from --first-seed); default: the most seeds.")] = None,
+        help="Learn from what was judged on these many seeds (from --first-seed): the search results, or with "
+             "--labels gains, every setting judged on all of them (e.g. by `lina search sweep`); default: the "
+             "seeds of the search run with the most.")] = None,
     first_seed: FirstSeed = SEARCH_FIRST_SEED,
     dtype: str = "float32",
     device: Optional[str] = None,
@@ -233,8 +301,11 @@ def train(
     from lina.sources import held_out_prompts, load_model
 
     wanted = range(first_seed, first_seed + search_seeds) if search_seeds else None
-    records = read_search_results(search, seeds=wanted)
-    if not records:
+    # Gains come from the candidate store (a tune or a sweep judged them); the search results are needed
+    # for --labels search, and to find the tune run's seeds when --search-seeds is not given.
+    needs_records = labels != "gains" or wanted is None
+    records = read_search_results(search, seeds=wanted) if needs_records else []
+    if needs_records and not records:
         on = f" judged on seeds {wanted.start}..{wanted.stop - 1}" if wanted else ""
         raise typer.BadParameter(f"no search results{on} in {search}; run `lina search tune --out {search}` first")
     excluded = held_out_prompts(holdout_split)

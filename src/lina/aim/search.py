@@ -266,6 +266,33 @@ def tune_hard_cases(
     return results
 
 
+def sweep_hard_cases(
+    scorer: JudgedScorer,
+    items: Sequence[tuple[str, CSG]],
+    settings: Sequence[Interventions],
+    progress: bool = True,
+) -> int:
+    """Judge the plain model and every one of ``settings`` on every prompt, on all the scorer's seeds.
+
+    Coordinate descent judges each hard case along its own path, so most settings are judged on a
+    few prompts only; a sweep makes the table of judged gains (`lina.aim.gain_table`) dense, and more
+    seeds make each entry less noisy. Everything goes through the scorer's store: a sweep reuses what
+    the search judged, seed by seed, and resumes after a kill. Returns how many (prompt, setting)
+    pairs needed new images.
+    """
+    from tqdm.auto import tqdm
+
+    menu = list(dict.fromkeys(canonical(s) for s in (NEUTRAL, *settings)))
+    fresh = 0
+    bar = tqdm(total=len(items) * len(menu), desc="sweep", unit="setting", disable=not progress)
+    for prompt, csg in items:
+        for setting in menu:
+            fresh += scorer(prompt, csg, setting).fresh
+            bar.update()
+    bar.close()
+    return fresh
+
+
 def tune_fixed(
     scorer: JudgedScorer,
     items: Sequence[tuple[str, CSG]],

@@ -284,6 +284,12 @@ class GainTable:
     gains: torch.Tensor
     mask: torch.Tensor
 
+    def best_single(self) -> Interventions:
+        """The one setting with the highest total judged gain over all the prompts (an entry not judged
+        counts as no gain): the fixed-setting baseline for an AIM that picks from the same codebook."""
+        total = (self.gains * self.mask).sum(0)
+        return self.codebook[int(total.argmax())]
+
 
 def gain_table(judged, prompts: Sequence[str], seeds: Sequence[int], min_prompts: int = 10) -> GainTable:
     """A `GainTable` from judged candidates (`lina.aim.search.read_candidates`): every setting judged,
