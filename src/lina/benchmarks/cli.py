@@ -8,7 +8,7 @@ once every shard is done. Re-running the same command resumes.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Optional
 
 import typer
 
