@@ -27,6 +27,14 @@ def _lina(pipe, interventions=None, prompt=PROMPT, **kw):
     return LinaPipeline.from_pipe(pipe)(prompt, interventions, generator=_gen(), **SIZE, **extra, **kw).images
 
 
+def test_the_readme_import_names_the_pipeline_class():
+    import lina
+
+    assert lina.LinaPipeline is LinaPipeline and "LinaPipeline" in lina.__all__
+    with pytest.raises(AttributeError, match="no attribute 'Pipeline'"):
+        lina.Pipeline
+
+
 @pytest.mark.parametrize("name", ["sd3_pipe", "flux_pipe"])
 def test_neutral_strengths_reproduce_the_plain_pipeline(name, request):
     pipe = request.getfixturevalue(name)

@@ -3,5 +3,14 @@ and train ControlNet-style side networks faster (LISA)."""
 
 from lina.interventions.strengths import NEUTRAL, Interventions
 
-__all__ = ["Interventions", "NEUTRAL"]
+__all__ = ["Interventions", "LinaPipeline", "NEUTRAL"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # `LinaPipeline` imports diffusers; load it on first use so `import lina` (and the CLI) stays light.
+    if name == "LinaPipeline":
+        from lina.pipeline import LinaPipeline
+
+        return LinaPipeline
+    raise AttributeError(f"module 'lina' has no attribute {name!r}")

@@ -37,7 +37,33 @@ DEFAULT_BOUNDS: dict[str, tuple[float, float]] = {
 }
 
 
-class AIM(nn.Module, PyTorchModelHubMixin, library_name="lina", tags=["lina", "aim"]):
+MODEL_CARD = """
+---
+{{ card_data }}
+---
+
+# lina AIM (Adaptive Intervention Module)
+
+Predicts, per prompt, the intervention strengths that `lina` applies while sampling (token scale,
+contrast and its window and negative, time-shift gain), for one model family and prompt-embedding
+width; the config records both, and the AIM refuses any other pipeline.
+
+```python
+from lina import LinaPipeline
+from lina.aim import AIM
+
+lina = LinaPipeline.from_pipe(pipe, aim=AIM.from_pretrained("PATH_OR_REPO"))
+```
+
+Trained with `lina search mine|tune|sweep` and `lina aim train`; see the lina README for how it was
+trained and measured.
+
+- Paper: {{ paper_url }}
+"""
+
+
+class AIM(nn.Module, PyTorchModelHubMixin, library_name="lina", tags=["lina", "aim"], license="apache-2.0",
+          paper_url="https://arxiv.org/abs/2512.13290", model_card_template=MODEL_CARD):
     """Predicts one `Interventions` per prompt for one model family and embedding width."""
 
     def __init__(
