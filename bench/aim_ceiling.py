@@ -69,13 +69,17 @@ def main() -> None:
         for k, setting in enumerate(settings):
             rate[(prompt, k)] = scorer(prompt, sample.csg, setting).pass_rate
 
+    def best_for(prompts) -> int:
+        """The index of the setting with the highest total pass rate over ``prompts`` (the first on a tie)."""
+        return max(range(len(settings)), key=lambda k: sum(rate[(p, k)] for p in prompts))
+
     def best_by(group_of) -> tuple[float, dict]:
         groups = defaultdict(list)
         for prompt in ood:
             groups[group_of(prompt)].append(prompt)
         total, picks = 0.0, {}
         for name, prompts in groups.items():
-            k = max(range(len(settings)), key=lambda k: sum(rate[(p, k)] for p in prompts))
+            k = best_for(prompts)
             total += sum(rate[(p, k)] for p in prompts)
             picks[str(name)] = settings[k].to_dict()
         return total / len(ood), picks
@@ -102,11 +106,10 @@ def main() -> None:
         total = 0.0
         for k in range(args.folds):
             learn = [p for p in ood if fold_of[p] != k]
-            single = max(range(len(settings)), key=lambda j: sum(rate[(p, j)] for p in learn))
+            single = best_for(learn)
             for p in (p for p in ood if fold_of[p] == k):
                 mates = [q for q in learn if group_of(q) == group_of(p)]
-                j = max(range(len(settings)), key=lambda j: sum(rate[(q, j)] for q in mates)) if mates else single
-                total += rate[(p, j)]
+                total += rate[(p, best_for(mates) if mates else single)]
         return total / len(ood)
 
     crossfit = {"best single setting": crossfit_by(lambda p: "all"),

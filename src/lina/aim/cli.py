@@ -164,10 +164,9 @@ def sweep(
         settings = _read_codebook(codebook)
     else:
         if top_seeds is None:
-            found = Counter(tuple(r.get("seeds", ())) for r in read_search_results(out))
-            if not found or not found.most_common(1)[0][0]:
+            ranked_on = _tune_seeds(read_search_results(out))
+            if not ranked_on:
                 raise typer.BadParameter(f"no `lina search tune` results with seeds in {out}; give --top-seeds or --codebook")
-            ranked_on = found.most_common(1)[0][0]
         else:
             ranked_on = range(first_seed, first_seed + top_seeds)
         try:
@@ -182,6 +181,12 @@ def sweep(
     fresh = sweep_hard_cases(scorer, items, settings)
     typer.echo(f"{len(settings)} settings and the plain model on {len(items)} hard cases, seeds "
                f"{seed_range.start}..{seed_range.stop - 1} ({fresh} pairs judged now, the rest from the store)")
+
+
+def _tune_seeds(records) -> tuple[int, ...]:
+    """The seeds most `lina search tune` results were judged on (empty if none record seeds)."""
+    found = Counter(tuple(r.get("seeds", ())) for r in records)
+    return found.most_common(1)[0][0] if found else ()
 
 
 def _read_codebook(path: Path):
@@ -318,7 +323,7 @@ def train(
             from lina.aim.search import read_candidates
             from lina.aim.train import fit_aim_gains, gain_table
 
-            seeds = wanted or Counter(tuple(r.get("seeds", ())) for r in records).most_common(1)[0][0]
+            seeds = wanted or _tune_seeds(records)
             if not seeds:
                 raise typer.BadParameter(f"the search results in {search} do not record their seeds; give --search-seeds")
             table = gain_table(read_candidates(search), [p for p in hard if p not in excluded], seeds,
