@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--roles", action=argparse.BooleanOptionalAction, default=True,
                         help="the AIM also reads the relation roles (lina.aim.relation_roles), not only the pooled embedding")
     parser.add_argument("--protocols", nargs="*", default=["train-only", "cross-fitted"])
+    parser.add_argument("--ensemble", type=int, default=1, help="AIM members (mean output)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     if args.fixed == "codebook" and args.labels != "gains":
@@ -115,18 +116,20 @@ def main() -> None:
         if args.labels == "kind":
             kinds = {k: r.to_record() for k, r in tune_kinds(tuner, pool, grid=grid, max_rounds=args.rounds).items()}
             aim, report, n_prompts = fit_aim(examples_from_kinds(kinds, pool), adapter, csg_of, progress=False,
-                                             roles=args.roles)
+                                             roles=args.roles, ensemble=args.ensemble)
         elif args.labels == "gains":
             kinds = {}
             judged = read_candidates(args.search)  # read now: tune_fixed (if run) has just judged its settings
             table = gain_table(judged, [p for p, _ in pool], search_seeds, min_prompts=args.min_prompts)
-            aim, report, n_prompts = fit_aim_gains(table, adapter, csg_of, progress=False, roles=args.roles)
+            aim, report, n_prompts = fit_aim_gains(table, adapter, csg_of, progress=False, roles=args.roles,
+                                                   ensemble=args.ensemble)
             if args.fixed == "codebook":
                 fixed = table.best_single()
         else:
             kinds = {}
             aim, report, n_prompts = fit_aim_from_search(records, adapter, csg_of, temperature=args.temperature,
-                                                         exclude=excluded, progress=False, roles=args.roles)
+                                                         exclude=excluded, progress=False, roles=args.roles,
+                                                         ensemble=args.ensemble)
         aim.save_pretrained(args.out / f"aim-{protocol}-{fold.replace('/', 'of')}")
         prompts = list(evaluate_on)
         predicted = dict(zip(prompts, aim.attach(adapter).predict(prompts, csgs=[evaluate_on[p] for p in prompts])))
@@ -147,6 +150,7 @@ def main() -> None:
     lines = [f"evaluation seeds 0..{args.seeds - 1}; search seeds {search_seeds.start}..{search_seeds.stop - 1}; "
              f"AIM labels: {args.labels}" + (f", temperature {args.temperature}" if args.labels == "search" else "")
              + ("; AIM reads relation roles" if args.roles else "; AIM reads the pooled embedding only")
+             + (f"; AIM ensemble of {args.ensemble}" if args.ensemble > 1 else "")
              + ("; best fixed: the best of the AIM's codebook" if args.fixed == "codebook" else
                 "; best fixed: coordinate descent over the grid"), "",
              "| protocol | category | prompts | baseline | best fixed | AIM | AIM - best fixed (95% CI) |",

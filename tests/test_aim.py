@@ -144,7 +144,7 @@ def test_aim_learns_a_learnable_mapping_and_round_trips(tmp_path):
 def test_aim_predictions_stay_in_range_and_relation_free_prompts_are_neutral():
     aim = AIM("sd3", 8)
     with torch.no_grad():
-        aim.net[-1].bias.fill_(50.0)  # saturate: still valid strengths
+        aim.members[0].net[-1].bias.fill_(50.0)  # saturate: still valid strengths
     prompts = ["a bird eats a snake", "a red ball"]
     out = aim.predict(prompts, pooled=torch.randn(2, 8))
     assert out[1] == NEUTRAL

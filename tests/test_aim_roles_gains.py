@@ -138,11 +138,11 @@ def test_gain_aim_picks_the_setting_that_helps_each_kind_and_neutral_when_none_d
 def test_gain_aim_answers_neutral_where_every_gain_is_predicted_negative():
     aim = AIM("sd3", 8, codebook=[A.to_dict(), B.to_dict()])
     with torch.no_grad():
-        aim.net[-1].weight.zero_()
-        aim.net[-1].bias.copy_(torch.tensor([-0.2, -0.1]))
+        aim.members[0].net[-1].weight.zero_()
+        aim.members[0].net[-1].bias.copy_(torch.tensor([-0.2, -0.1]))
     assert aim.predict(["a bird eats a snake"], pooled=torch.randn(1, 8)) == [NEUTRAL]
     with torch.no_grad():
-        aim.net[-1].bias.copy_(torch.tensor([-0.2, 0.1]))
+        aim.members[0].net[-1].bias.copy_(torch.tensor([-0.2, 0.1]))
     assert aim.predict(["a bird eats a snake"], pooled=torch.randn(1, 8)) == [B]
     with pytest.raises(ValueError, match="need an AIM with a codebook"):
         train_aim_gains(AIM("sd3", 8), torch.zeros(2, 8), [parse_prompt("a cup on a box")] * 2,

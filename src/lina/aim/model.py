@@ -14,6 +14,9 @@ Two options widen what it reads and what it answers:
   ("a blue circle above a red square" against "a red circle above a blue square").
 * ``codebook``: instead of regressing the strengths, it predicts the judged gain of each of a fixed list
   of settings and answers with the best one (`lina.aim.train.fit_aim_gains`).
+
+``ensemble`` > 1 fits that many members independently (each its own initialisation and validation
+split) and answers with their mean output, so one unlucky initialisation does not decide a prompt's setting.
 """
 
 from __future__ import annotations
@@ -62,6 +65,38 @@ trained and measured.
 """
 
 
+class _Member(nn.Module):
+    """One member of the AIM: normalised inputs -> an MLP -> the AIM's raw outputs."""
+
+    def __init__(self, embed_dim: int, role_dim: int, n_features: int, hidden: int, outputs: int, dropout: float) -> None:
+        super().__init__()
+        self.embed_norm = nn.LayerNorm(embed_dim)
+        self.role_norm = nn.LayerNorm(role_dim) if role_dim else None
+        self.net = nn.Sequential(
+            nn.Linear(embed_dim + role_dim + n_features, hidden),
+            nn.SiLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, outputs),
+        )
+
+    def forward(self, pooled: torch.Tensor, features: torch.Tensor, roles: torch.Tensor | None) -> torch.Tensor:
+        parts = [self.embed_norm(pooled.float())]
+        if self.role_norm is not None:
+            parts.append(self.role_norm(roles.float()))
+        return self.net(torch.cat([*parts, features.float()], dim=-1))
+
+
+def _single_member_keys(module, state_dict, prefix, *args) -> None:
+    """Load AIMs saved before ensembles (one network, keys ``net.*``, ``embed_norm.*``, ``role_norm.*``)
+    as a one-member ensemble."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        name = key[len(prefix):]
+        if name.split(".")[0] in ("net", "embed_norm", "role_norm"):
+            state_dict[f"{prefix}members.0.{name}"] = state_dict.pop(key)
+
+
 class AIM(nn.Module, PyTorchModelHubMixin, library_name="lina", tags=["lina", "aim"], license="apache-2.0",
           paper_url="https://arxiv.org/abs/2512.13290", model_card_template=MODEL_CARD):
     """Predicts one `Interventions` per prompt for one model family and embedding width."""
@@ -78,6 +113,7 @@ class AIM(nn.Module, PyTorchModelHubMixin, library_name="lina", tags=["lina", "a
         contrast_prompts: Sequence[str] | None = None,
         role_dim: int = 0,
         codebook: Sequence[dict] | None = None,
+        ensemble: int = 1,
     ) -> None:
         super().__init__()
         bounds = {k: tuple(v) for k, v in (bounds or DEFAULT_BOUNDS).items()}
@@ -95,43 +131,47 @@ class AIM(nn.Module, PyTorchModelHubMixin, library_name="lina", tags=["lina", "a
         self.targets = tuple(targets)
         self.bounds = {t: bounds[t] for t in self.targets}
         self.contrast_prompt = self.contrast_prompts[0]
-        self.embed_norm = nn.LayerNorm(embed_dim)
         # ``role_dim`` > 0: the AIM also reads `relation_roles` (3 x the encoder's token width).
         if role_dim % len(ROLES):
             raise ValueError(f"role_dim must be {len(ROLES)} x the token embedding width, got {role_dim}")
         self.role_dim = role_dim
-        self.role_norm = nn.LayerNorm(role_dim) if role_dim else None
         # ``codebook``: the AIM predicts the judged gain (pass rate minus the plain model's) of each of these
         # settings and picks the best, instead of regressing the strengths (see `fit_aim_gains`).
         self.codebook = tuple(Interventions.from_dict(dict(c)) for c in codebook or ())
         outputs = len(self.codebook) if self.codebook else len(self.targets) + len(self.contrast_prompts)
-        self.net = nn.Sequential(
-            nn.Linear(embed_dim + role_dim + len(FEATURE_NAMES), hidden),
-            nn.SiLU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, hidden),
-            nn.SiLU(),
-            nn.Linear(hidden, outputs),
+        # ``ensemble`` > 1: that many independently trained members; the AIM answers with their mean output,
+        # which steadies a choice that one member's initialisation and validation split would sway.
+        if ensemble < 1:
+            raise ValueError(f"ensemble must be a positive number of members, got {ensemble}")
+        self.ensemble = ensemble
+        self.members = nn.ModuleList(
+            _Member(embed_dim, role_dim, len(FEATURE_NAMES), hidden, outputs, dropout) for _ in range(ensemble)
         )
+        self.register_load_state_dict_pre_hook(_single_member_keys)
         self._adapter = None
 
     # -- the network ---------------------------------------------------------------------------
     def forward(
-        self, pooled: torch.Tensor, features: torch.Tensor, roles: torch.Tensor | None = None
+        self,
+        pooled: torch.Tensor,
+        features: torch.Tensor,
+        roles: torch.Tensor | None = None,
+        member: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Strengths as fractions of their ranges, shape (batch, len(targets)), in (0, 1), and the
         logits of the contrast prompt choice, shape (batch, len(contrast_prompts)); with a ``codebook``,
         the predicted gain of each codebook setting, shape (batch, len(codebook)), and an empty
         (batch, 0) tensor. ``roles``: the `relation_roles` rows, required when the AIM was built with
-        ``role_dim``."""
-        parts = [self.embed_norm(pooled.float())]
-        if self.role_norm is not None:
-            if roles is None or roles.shape[-1] != self.role_dim:
-                got = "none" if roles is None else f"{roles.shape[-1]}-d"
-                raise ValueError(f"this AIM reads {self.role_dim}-d relation roles (lina.aim.relation_roles), got {got}")
-            parts.append(self.role_norm(roles.float()))
-        x = torch.cat([*parts, features.float()], dim=-1)
-        out = self.net(x)
+        ``role_dim``. ``member``: only that member's answer (training fits each member on its own);
+        by default the mean of all members' outputs (before the sigmoid)."""
+        if self.role_dim and (roles is None or roles.shape[-1] != self.role_dim):
+            got = "none" if roles is None else f"{roles.shape[-1]}-d"
+            raise ValueError(f"this AIM reads {self.role_dim}-d relation roles (lina.aim.relation_roles), got {got}")
+        roles = roles if self.role_dim else None
+        if member is not None:
+            out = self.members[member](pooled, features, roles)
+        else:
+            out = torch.stack([m(pooled, features, roles) for m in self.members]).mean(dim=0)
         if self.codebook:
             return out, out[:, :0]
         return torch.sigmoid(out[:, : len(self.targets)]), out[:, len(self.targets) :]
@@ -161,6 +201,11 @@ class AIM(nn.Module, PyTorchModelHubMixin, library_name="lina", tags=["lina", "a
             values = {t: low + u * (high - low) for t, u, (low, high) in zip(self.targets, row, self.bounds.values())}
             out.append(NEUTRAL.replace(contrast_prompt=self.contrast_prompts[choice], **values))
         return out
+
+    @classmethod
+    def _from_pretrained(cls, *, strict: bool = True, **kwargs) -> AIM:
+        # Every weight must load: a checkpoint that does not match its config is an error, not random weights.
+        return super()._from_pretrained(strict=strict, **kwargs)
 
     # -- binding to a pipeline -----------------------------------------------------------------
     def attach(self, adapter) -> AIM:

@@ -8,6 +8,7 @@ import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -131,20 +132,21 @@ def train_aim(
     names = list(dict.fromkeys(groups))
     if len(names) < 2:
         raise ValueError(f"need examples of at least 2 prompts to train an AIM, got {len(names)}")
-    generator = torch.Generator().manual_seed(seed)
     pooled = pooled.detach().float()
     roles = _checked_roles(aim, roles, len(targets))
     features = torch.stack([csg_features(c) for c in csgs])
     y = torch.stack([aim.to_unit(t) for t in targets])
     choice = torch.tensor([aim.prompt_index(t) if t.uses_contrast else -1 for t in targets])
-    order = torch.randperm(len(names), generator=generator).tolist()
     n_val = max(1, math.floor(val_fraction * len(names)))
-    val_names = {names[i] for i in order[:n_val]}
-    val = torch.tensor([i for i, g in enumerate(groups) if g in val_names])
-    train = torch.tensor([i for i, g in enumerate(groups) if g not in val_names])
 
-    def loss_of(rows: torch.Tensor) -> torch.Tensor:
-        unit, logits = aim(pooled[rows], features[rows], None if roles is None else roles[rows])
+    def split(member_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        order = torch.randperm(len(names), generator=torch.Generator().manual_seed(member_seed)).tolist()
+        val_names = {names[i] for i in order[:n_val]}
+        return (torch.tensor([i for i, g in enumerate(groups) if g not in val_names]),
+                torch.tensor([i for i, g in enumerate(groups) if g in val_names]))
+
+    def loss_of(member: int, rows: torch.Tensor) -> torch.Tensor:
+        unit, logits = aim(pooled[rows], features[rows], None if roles is None else roles[rows], member=member)
         w = weights[rows]
         mse = (w * ((unit - y[rows]) ** 2).mean(dim=-1)).sum() / w.sum()
         chosen = choice[rows] >= 0
@@ -153,8 +155,7 @@ def train_aim(
         ce = nn.functional.cross_entropy(logits[chosen], choice[rows][chosen], reduction="none")
         return mse + (w[chosen] * ce).sum() / w[chosen].sum() * CHOICE_WEIGHT
 
-    epochs_run, train_loss, best_val = _optimize(aim, loss_of, train, val, epochs, lr, weight_decay, patience, seed, progress)
-    return TrainReport(epochs=epochs_run, train_loss=train_loss, val_loss=best_val, examples=len(targets))
+    return _fit_members(aim, loss_of, split, epochs, lr, weight_decay, patience, seed, progress, len(targets))
 
 
 def _checked_roles(aim: AIM, roles: torch.Tensor | None, n: int) -> torch.Tensor | None:
@@ -166,8 +167,24 @@ def _checked_roles(aim: AIM, roles: torch.Tensor | None, n: int) -> torch.Tensor
     return roles.detach().float()
 
 
-def _optimize(aim: AIM, loss_of, train: torch.Tensor, val: torch.Tensor, epochs: int, lr: float, weight_decay: float,
-              patience: int, seed: int, progress: bool) -> tuple[int, float, float]:
+def _fit_members(aim: AIM, loss_of, split, epochs: int, lr: float, weight_decay: float, patience: int, seed: int,
+                 progress: bool, examples: int) -> TrainReport:
+    """Fit each ensemble member on its own, member k with seed ``seed + k`` (its own validation split and
+    noise); ``loss_of(k, rows)`` is member k's loss, ``split(seed)`` a (train rows, validation rows) pair.
+    The report sums the epochs and averages the members' losses."""
+    runs = []
+    for k, member in enumerate(aim.members):
+        train, val = split(seed + k)
+        desc = "aim" if aim.ensemble == 1 else f"aim {k + 1}/{aim.ensemble}"
+        runs.append(_optimize(member, partial(loss_of, k), train, val, epochs, lr, weight_decay, patience, seed + k,
+                              progress, desc))
+    aim.eval()
+    return TrainReport(epochs=sum(r[0] for r in runs), train_loss=sum(r[1] for r in runs) / len(runs),
+                       val_loss=sum(r[2] for r in runs) / len(runs), examples=examples)
+
+
+def _optimize(aim: nn.Module, loss_of, train: torch.Tensor, val: torch.Tensor, epochs: int, lr: float, weight_decay: float,
+              patience: int, seed: int, progress: bool, desc: str = "aim") -> tuple[int, float, float]:
     """Full-batch AdamW on ``loss_of(rows)`` with early stopping on the validation rows; keeps the best
     validation state. Returns (epochs run, last training loss, best validation loss)."""
     from tqdm.auto import tqdm
@@ -176,7 +193,7 @@ def _optimize(aim: AIM, loss_of, train: torch.Tensor, val: torch.Tensor, epochs:
     optimizer = torch.optim.AdamW(aim.parameters(), lr=lr, weight_decay=weight_decay)
     best_val, best_state, since_best, epoch = float("inf"), None, 0, 0
     train_loss = float("nan")
-    bar = tqdm(range(epochs), desc="aim", disable=not progress)
+    bar = tqdm(range(epochs), desc=desc, disable=not progress)
     for epoch in bar:
         aim.train()
         optimizer.zero_grad()
@@ -229,11 +246,13 @@ def fit_aim(
     seed: int = 0,
     progress: bool = True,
     roles: bool = True,
+    ensemble: int = 1,
 ) -> tuple[AIM, TrainReport, int]:
     """A fresh AIM for ``adapter``'s model fitted on ``examples``; returns it, its training report and
     the number of prompts it learned from. ``csg_of`` gives known scene graphs (others are parsed).
     ``roles``: the AIM also reads `relation_roles` (who is subject and object of each relation), not only
-    the pooled embedding and the CSG counts."""
+    the pooled embedding and the CSG counts. ``ensemble``: the number of independently fitted members
+    whose mean output the AIM answers with."""
     from lina.aim.model import DEFAULT_BOUNDS
     from lina.prompts import parse_prompt
 
@@ -249,7 +268,8 @@ def fit_aim(
     role_rows = role_rows[row] if role_rows is not None else None
     torch.manual_seed(seed)
     aim = AIM(adapter.family, pooled.shape[-1], hidden=hidden, bounds=dict(DEFAULT_BOUNDS),
-              contrast_prompts=tuple(contrast_prompts), role_dim=role_rows.shape[-1] if roles else 0)
+              contrast_prompts=tuple(contrast_prompts), role_dim=role_rows.shape[-1] if roles else 0,
+              ensemble=ensemble)
     report = train_aim(aim, pooled, csgs, [e.setting for e in examples], epochs=epochs, lr=lr, seed=seed,
                        weights=[e.weight for e in examples], groups=[e.prompt for e in examples], progress=progress,
                        roles=role_rows)
@@ -349,17 +369,18 @@ def train_aim_gains(
     roles = _checked_roles(aim, roles, len(csgs))
     features = torch.stack([csg_features(c) for c in csgs])
     gains, weight = gains.float(), mask.float()
-    order = torch.randperm(len(csgs), generator=torch.Generator().manual_seed(seed))
     n_val = max(1, math.floor(val_fraction * len(csgs)))
-    val, train = order[:n_val].sort().values, order[n_val:].sort().values
 
-    def loss_of(rows: torch.Tensor) -> torch.Tensor:
-        predicted, _ = aim(pooled[rows], features[rows], None if roles is None else roles[rows])
+    def split(member_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        order = torch.randperm(len(csgs), generator=torch.Generator().manual_seed(member_seed))
+        return order[n_val:].sort().values, order[:n_val].sort().values
+
+    def loss_of(member: int, rows: torch.Tensor) -> torch.Tensor:
+        predicted, _ = aim(pooled[rows], features[rows], None if roles is None else roles[rows], member=member)
         w = weight[rows]
         return (w * (predicted - gains[rows]) ** 2).sum() / w.sum().clamp(min=1.0)
 
-    epochs_run, train_loss, best_val = _optimize(aim, loss_of, train, val, epochs, lr, weight_decay, patience, seed, progress)
-    return TrainReport(epochs=epochs_run, train_loss=train_loss, val_loss=best_val, examples=int(mask.sum()))
+    return _fit_members(aim, loss_of, split, epochs, lr, weight_decay, patience, seed, progress, int(mask.sum()))
 
 
 def fit_aim_gains(
@@ -373,10 +394,12 @@ def fit_aim_gains(
     seed: int = 0,
     progress: bool = True,
     roles: bool = True,
+    ensemble: int = 1,
 ) -> tuple[AIM, TrainReport, int]:
     """A fresh AIM that predicts the gain of each of ``table``'s settings and picks the best (neutral
     strengths where none is predicted to help). Unlike regressing the best strengths, it never answers
-    with the average of two good settings, which can be a bad one, and a setting it picks was judged."""
+    with the average of two good settings, which can be a bad one, and a setting it picks was judged.
+    ``ensemble``: fit that many members and pick by their mean predicted gain."""
     from lina.aim.model import DEFAULT_BOUNDS
     from lina.prompts import parse_prompt
 
@@ -387,7 +410,7 @@ def fit_aim_gains(
     prompts_used = sorted({s.contrast_prompt for s in table.codebook}) or ["neutral"]
     aim = AIM(adapter.family, pooled.shape[-1], hidden=hidden, bounds=dict(DEFAULT_BOUNDS),
               contrast_prompts=prompts_used, role_dim=role_rows.shape[-1] if roles else 0,
-              codebook=[s.to_dict() for s in table.codebook])
+              codebook=[s.to_dict() for s in table.codebook], ensemble=ensemble)
     report = train_aim_gains(aim, pooled, graphs, table.gains, table.mask, epochs=epochs, lr=lr, seed=seed,
                              progress=progress, roles=role_rows)
     return aim, report, len(table.prompts)

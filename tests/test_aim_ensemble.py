@@ -1,0 +1,103 @@
+"""AIM ensembles: members fitted on their own, answered with their mean; old single-network checkpoints."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from lina import Interventions
+from lina.aim import AIM, train_aim, train_aim_gains
+from lina.aim.features import csg_features
+from lina.prompts import parse_prompt
+
+A = Interventions(contrast=6.0, contrast_window=0.25)
+B = Interventions(token_scale=2.0)
+PROMPTS = ["a bird eats a snake", "a dog chases a cat", "a cat eats a fish", "a fox chases a hen",
+           "a cup on a box", "a cat under a table", "a ball next to a lamp", "a jar on a shelf"]
+
+
+def _gains():
+    """Causal prompts gain from A, spatial ones from B: learnable from the CSG counts alone."""
+    csgs = [parse_prompt(p) for p in PROMPTS]
+    causal = torch.tensor([any(r.kind == "causal" for r in c.relations) for c in csgs])
+    gains = torch.stack([torch.where(causal, 0.5, -0.25), torch.where(causal, -0.25, 0.5)], dim=-1)
+    return csgs, gains, torch.ones_like(gains, dtype=torch.bool)
+
+
+def test_ensemble_answers_with_the_mean_of_its_members():
+    torch.manual_seed(0)
+    aim = AIM("sd3", 8, hidden=16, codebook=[A.to_dict(), B.to_dict()], ensemble=3)
+    csgs, _, _ = _gains()
+    pooled, features = torch.randn(len(csgs), 8), torch.stack([csg_features(c) for c in csgs])
+    aim.eval()
+    with torch.no_grad():
+        each = [aim(pooled, features, member=k)[0] for k in range(3)]
+        torch.testing.assert_close(aim(pooled, features)[0], torch.stack(each).mean(0))
+    assert not torch.allclose(each[0], each[1])  # members start from their own initialisation
+    # strengths: the mean is taken before the sigmoid, so it stays in range
+    regress = AIM("sd3", 8, hidden=16, ensemble=2, contrast_prompts=["neutral", "counterfactual"])
+    unit, logits = regress(pooled, features)
+    assert unit.shape == (len(csgs), 4) and ((unit > 0) & (unit < 1)).all() and logits.shape == (len(csgs), 2)
+    with pytest.raises(ValueError, match="positive number of members"):
+        AIM("sd3", 8, ensemble=0)
+
+
+def test_each_member_is_fitted_and_the_ensemble_round_trips(tmp_path):
+    csgs, gains, mask = _gains()
+    pooled = torch.zeros(len(csgs), 8)
+    torch.manual_seed(0)
+    aim = AIM("sd3", 8, hidden=32, dropout=0.0, codebook=[A.to_dict(), B.to_dict()], ensemble=3)
+    report = train_aim_gains(aim, pooled, csgs, gains, mask, epochs=300, lr=1e-2, patience=300, progress=False)
+    assert report.epochs == 3 * 300  # every member ran its own epochs
+    features = torch.stack([csg_features(c) for c in csgs])
+    with torch.no_grad():
+        for k in range(3):  # each member learned the mapping (its best setting per prompt), not just their mean
+            assert aim(pooled, features, member=k)[0].argmax(-1).tolist() == gains.argmax(-1).tolist()
+    want = [A] * 4 + [B] * 4
+    assert aim.predict(PROMPTS, pooled=pooled, csgs=csgs) == want
+    aim.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["ensemble"] == 3
+    loaded = AIM.from_pretrained(tmp_path)
+    assert loaded.ensemble == 3 and loaded.predict(PROMPTS, pooled=pooled, csgs=csgs) == want
+
+
+def test_one_member_ensemble_trains_as_a_single_network_did():
+    """The first member's seed, split and initialisation are the single network's: one-member results
+    reproduce, and adding members leaves the first one as it was."""
+    csgs, gains, mask = _gains()
+    pooled = torch.randn(len(csgs), 8, generator=torch.Generator().manual_seed(1))
+    fitted = []
+    for ensemble in (1, 2):
+        torch.manual_seed(0)
+        aim = AIM("sd3", 8, hidden=16, codebook=[A.to_dict(), B.to_dict()], ensemble=ensemble)
+        train_aim_gains(aim, pooled, csgs, gains, mask, epochs=50, progress=False)
+        fitted.append(aim)
+    for name, value in fitted[0].members[0].state_dict().items():
+        torch.testing.assert_close(fitted[1].members[0].state_dict()[name], value)
+    targets = [A if any(r.kind == "causal" for r in c.relations) else B for c in csgs]
+    regress = AIM("sd3", 8, hidden=16, ensemble=2)
+    report = train_aim(regress, pooled, csgs, targets, epochs=20, progress=False)
+    assert report.epochs == 40
+
+
+def test_a_single_network_checkpoint_loads_as_a_one_member_ensemble(tmp_path):
+    torch.manual_seed(0)
+    aim = AIM("sd3", 8, hidden=16, codebook=[A.to_dict(), B.to_dict()])
+    aim.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config.pop("ensemble")  # as written before ensembles existed
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    state = {name.removeprefix("members.0."): value for name, value in aim.state_dict().items()}
+    save_file(state, tmp_path / "model.safetensors")
+    loaded = AIM.from_pretrained(tmp_path)
+    for name, value in aim.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], value)
+
+
+def test_a_checkpoint_that_does_not_match_its_config_is_refused(tmp_path):
+    AIM("sd3", 8, hidden=16).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(config | {"ensemble": 2}))
+    with pytest.raises(RuntimeError, match="Missing key"):
+        AIM.from_pretrained(tmp_path)
