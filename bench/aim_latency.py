@@ -2,7 +2,7 @@
 roles, their token rows (the prompt encoding itself is the one the pipeline computes for generation
 anyway, so it is not counted). Target: <= 2 ms per prompt.
 
-    python bench/aim_latency.py --aim src/lina/assets/testbed_aim
+    python bench/aim_latency.py --aim src/lina/assets/testbed_aim [OTHER_AIM ...]
 """
 
 from __future__ import annotations
@@ -22,39 +22,45 @@ PROMPTS = ["a red circle above a blue square", "a lamp left of a green circle", 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--aim", required=True)
+    parser.add_argument("--aim", required=True, nargs="+", help="one or more AIM folders, timed interleaved")
     parser.add_argument("--repeats", type=int, default=500)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--model", default="testbed", help="the pipeline a role-reading AIM attaches to")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    aim = AIM.from_pretrained(args.aim)
-    pooled = torch.randn(1, aim.embed_dim)
-    encoded = {p: None for p in PROMPTS}
-    if aim.role_dim:
+    aims = [AIM.from_pretrained(path) for path in args.aim]
+    adapter = None
+    if any(aim.role_dim for aim in aims):
         from lina.adapters import adapter_for
         from lina.sources import load_model
 
         adapter = adapter_for(load_model(args.model))
-        aim.attach(adapter)
         with torch.no_grad():
-            encoded = {p: adapter.encode([p], adapter.default_max_sequence_length) for p in PROMPTS}
-    for prompt in PROMPTS:  # warm-up (spaCy, inflect, torch)
-        aim.predict([prompt], pooled=pooled, encoded=encoded[prompt])
-    times = []
-    for i in range(args.repeats):
+            encodings = {p: adapter.encode([p], adapter.default_max_sequence_length) for p in PROMPTS}
+    for aim in aims:
+        if aim.role_dim:
+            aim.attach(adapter)
+    inputs = [(torch.randn(1, aim.embed_dim), encodings if aim.role_dim else dict.fromkeys(PROMPTS)) for aim in aims]
+    for aim, (pooled, encoded) in zip(aims, inputs):
+        for prompt in PROMPTS:  # warm-up (spaCy, inflect, torch)
+            aim.predict([prompt], pooled=pooled, encoded=encoded[prompt])
+    times: list[list[float]] = [[] for _ in aims]
+    for i in range(args.repeats):  # interleaved, so every AIM sees the same machine load
         prompt = PROMPTS[i % len(PROMPTS)]
-        start = time.perf_counter()
-        aim.predict([prompt], pooled=pooled, csgs=[parse_prompt(prompt)], encoded=encoded[prompt])
-        times.append(time.perf_counter() - start)
+        for aim, (pooled, encoded), mine in zip(aims, inputs, times):
+            start = time.perf_counter()
+            aim.predict([prompt], pooled=pooled, csgs=[parse_prompt(prompt)], encoded=encoded[prompt])
+            mine.append(time.perf_counter() - start)
     print(f"threads={args.threads} repeats={args.repeats}")
     print("| AIM latency per prompt (parse included) | median ms | p90 ms | target |")
     print("|---|---|---|---|")
-    times.sort()
-    inputs = f"{aim.embed_dim}-d pooled" + (f" + {aim.role_dim}-d relation roles" if aim.role_dim else "")
-    head = f"gains of {len(aim.codebook)} settings" if aim.codebook else "strengths"
-    print(f"| {aim.family}, {inputs}, predicts {head} | {1000 * statistics.median(times):.3f} "
-          f"| {1000 * times[int(0.9 * len(times))]:.3f} | <= 2 |")
+    for path, aim, mine in zip(args.aim, aims, times):
+        mine.sort()
+        inputs_of = f"{aim.embed_dim}-d pooled" + (f" + {aim.role_dim}-d relation roles" if aim.role_dim else "")
+        head = f"gains of {len(aim.codebook)} settings" if aim.codebook else "strengths"
+        members = f", {aim.ensemble} members" if aim.ensemble > 1 else ""
+        print(f"| {aim.family}, {inputs_of}, predicts {head}{members} (`{path}`) | {1000 * statistics.median(mine):.3f} "
+              f"| {1000 * mine[int(0.9 * len(mine))]:.3f} | <= 2 |")
 
 
 if __name__ == "__main__":

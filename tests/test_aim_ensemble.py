@@ -35,6 +35,9 @@ def test_ensemble_answers_with_the_mean_of_its_members():
         each = [aim(pooled, features, member=k)[0] for k in range(3)]
         torch.testing.assert_close(aim(pooled, features)[0], torch.stack(each).mean(0))
     assert not torch.allclose(each[0], each[1])  # members start from their own initialisation
+    with torch.no_grad():  # an edited member is seen (the batched pass restacks changed weights)
+        aim.members[1].net[-1].bias.add_(1.0)
+        torch.testing.assert_close(aim(pooled, features)[0], torch.stack(each).mean(0) + 1.0 / 3)
     # strengths: the mean is taken before the sigmoid, so it stays in range
     regress = AIM("sd3", 8, hidden=16, ensemble=2, contrast_prompts=["neutral", "counterfactual"])
     unit, logits = regress(pooled, features)

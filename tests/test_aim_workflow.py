@@ -97,7 +97,8 @@ def test_train_aim_keeps_each_prompt_on_one_side_of_the_validation_split():
     aim = AIM("sd3", 4, hidden=8)
     seen = []
     original = aim.forward
-    aim.forward = lambda pooled, features, roles=None: seen.append(pooled[:, 0].tolist()) or original(pooled, features)
+    aim.forward = lambda pooled, features, roles=None, member=None: (seen.append(pooled[:, 0].tolist())
+                                                                    or original(pooled, features, member=member))
     pooled = torch.tensor([[float(prompts.index(p))] * 4 for p in rows])
     train_aim(aim, pooled, [parse_prompt(p) for p in rows], targets, epochs=1, progress=False,
               weights=[0.2, 0.3, 0.5] * 4, groups=rows, val_fraction=0.25)
@@ -234,6 +235,7 @@ def test_search_and_aim_cli_cross_fitted_on_the_testbed(tmp_path):
     assert f"trained on {len(fold1)} prompts" in by_gain.output
     gain_aim = AIM.from_pretrained(tmp_path / "aim-gains")
     assert gain_aim.codebook and gain_aim.role_dim > 0  # the tuned settings, judged on every fold-1 prompt
+    assert gain_aim.ensemble == 8  # the default: members fitted on their own, answering with their mean
     assert all(s.contrast == 3 for s in gain_aim.codebook)
     too_rare = runner.invoke(app, ["aim", "train", "--search", str(out), "--out", str(tmp_path / "none"),
                                    "--labels", "gains", "--min-prompts", "999"])
@@ -248,9 +250,11 @@ def test_search_and_aim_cli_cross_fitted_on_the_testbed(tmp_path):
     again = runner.invoke(app, ["search", "sweep", "--out", str(out), "--top", "1", "--seeds", "3", "--steps", "2"])
     assert again.exit_code == 0 and "(0 pairs judged now" in again.output
     dense = runner.invoke(app, ["aim", "train", "--search", str(out), "--out", str(tmp_path / "aim-dense"),
-                                "--labels", "gains", "--search-seeds", "3", "--min-prompts", "2", "--epochs", "5"])
+                                "--labels", "gains", "--search-seeds", "3", "--min-prompts", "2", "--epochs", "5",
+                                "--ensemble", "2"])
     assert dense.exit_code == 0, dense.output
-    assert len(AIM.from_pretrained(tmp_path / "aim-dense").codebook) == 1
+    dense_aim = AIM.from_pretrained(tmp_path / "aim-dense")
+    assert len(dense_aim.codebook) == 1 and dense_aim.ensemble == 2
     codebook = tmp_path / "codebook.json"
     codebook.write_text(json.dumps({"settings": [{"contrast": 3, "contrast_prompt": "counterfactual"}]}))
     listed = runner.invoke(app, ["search", "sweep", "--out", str(out), "--codebook", str(codebook), "--seeds", "2",
