@@ -54,7 +54,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--search", type=Path, required=True, help="folder of `lina search mine/tune` over train + ood")
     parser.add_argument("--out", type=Path, default=Path("runs/xfit-eval"))
-    parser.add_argument("--seeds", type=int, default=5, help="evaluation seeds 0..N-1")
+    parser.add_argument("--seeds", type=int, default=5, help="evaluation seeds: N of them, from --eval-first-seed")
+    parser.add_argument("--eval-first-seed", type=int, default=0,
+                        help="first evaluation seed (e.g. 20 to confirm a result on seeds no earlier run looked at)")
     parser.add_argument("--search-seeds", type=int, default=6, help="seeds the search judged each setting on")
     parser.add_argument("--folds", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2, help="coordinate-descent rounds for the fixed setting")
@@ -90,8 +92,11 @@ def main() -> None:
     adapter = adapter_for(pipe)
     judge = TestbedJudge()
     search_seeds = range(SEARCH_FIRST_SEED, SEARCH_FIRST_SEED + args.search_seeds)
+    eval_seeds = range(args.eval_first_seed, args.eval_first_seed + args.seeds)
+    if set(eval_seeds) & set(search_seeds):
+        parser.error(f"evaluation seeds {eval_seeds.start}..{eval_seeds.stop - 1} overlap the search seeds")
     tuner = JudgedScorer(lina, judge, args.search, seeds=search_seeds, **DEFAULT_SETTINGS)
-    evaluator = JudgedScorer(lina, judge, args.out / "eval", seeds=range(args.seeds), **DEFAULT_SETTINGS)
+    evaluator = JudgedScorer(lina, judge, args.out / "eval", seeds=eval_seeds, **DEFAULT_SETTINGS)
     records = read_search_results(args.search, seeds=search_seeds)
     hard = read_hard_cases(args.search)
     csg_of = dict(hard)
@@ -147,7 +152,7 @@ def main() -> None:
                 rates[(protocol, method, category)][prompt] = rate
 
     rows = []
-    lines = [f"evaluation seeds 0..{args.seeds - 1}; search seeds {search_seeds.start}..{search_seeds.stop - 1}; "
+    lines = [f"evaluation seeds {eval_seeds.start}..{eval_seeds.stop - 1}; search seeds {search_seeds.start}..{search_seeds.stop - 1}; "
              f"AIM labels: {args.labels}" + (f", temperature {args.temperature}" if args.labels == "search" else "")
              + ("; AIM reads relation roles" if args.roles else "; AIM reads the pooled embedding only")
              + (f"; AIM ensemble of {args.ensemble}" if args.ensemble > 1 else "")
