@@ -38,6 +38,8 @@ def test_ensemble_answers_with_the_mean_of_its_members():
     with torch.no_grad():  # an edited member is seen (the batched pass restacks changed weights)
         aim.members[1].net[-1].bias.add_(1.0)
         torch.testing.assert_close(aim(pooled, features)[0], torch.stack(each).mean(0) + 1.0 / 3)
+    aim(pooled, features)[0].sum().backward()  # with autograd on, the mean reaches every member's weights
+    assert all(m.net[0].weight.grad is not None and m.net[0].weight.grad.abs().sum() > 0 for m in aim.members)
     # strengths: the mean is taken before the sigmoid, so it stays in range
     regress = AIM("sd3", 8, hidden=16, ensemble=2, contrast_prompts=["neutral", "counterfactual"])
     unit, logits = regress(pooled, features)

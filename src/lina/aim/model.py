@@ -177,10 +177,10 @@ class AIM(nn.Module, PyTorchModelHubMixin, library_name="lina", tags=["lina", "a
         return torch.sigmoid(out[:, : len(self.targets)]), out[:, len(self.targets) :]
 
     def _mean_of_members(self, pooled: torch.Tensor, features: torch.Tensor, roles: torch.Tensor | None) -> torch.Tensor:
-        """The members' mean raw output. In eval mode all members run as one batched pass over their
-        stacked weights (the same arithmetic as calling each in turn, with dropout off), which keeps an
-        ensemble's latency close to a single network's."""
-        if len(self.members) == 1 or self.training:
+        """The members' mean raw output. At inference (eval mode, no autograd) all members run as one
+        batched pass over their stacked weights (the same arithmetic as calling each in turn, with dropout
+        off), which keeps an ensemble's latency close to a single network's."""
+        if len(self.members) == 1 or self.training or torch.is_grad_enabled():
             return torch.stack([m(pooled, features, roles) for m in self.members]).mean(dim=0)
         norms, layers = self._stacked()
 
