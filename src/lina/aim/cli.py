@@ -347,7 +347,8 @@ def train(
     except ValueError as error:
         raise typer.BadParameter(f"{error} (search results in {search})") from error
     aim.save_pretrained(out)
-    typer.echo(f"trained on {n_prompts} prompts ({report.examples} weighted settings), {report.epochs} epochs, "
+    epochs_run = f"{report.epochs} epochs" + (f" over {aim.ensemble} members" if aim.ensemble > 1 else "")
+    typer.echo(f"trained on {n_prompts} prompts ({report.examples} weighted settings), {epochs_run}, "
                f"val loss {report.val_loss:.4f} -> {out}")
 
 
