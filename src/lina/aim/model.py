@@ -143,12 +143,16 @@ class AIM(nn.Module, PyTorchModelHubMixin, library_name="lina", tags=["lina", "a
         # which steadies a choice that one member's initialisation and validation split would sway.
         if ensemble < 1:
             raise ValueError(f"ensemble must be a positive number of members, got {ensemble}")
-        self.ensemble = ensemble
         self.members = nn.ModuleList(
             _Member(embed_dim, role_dim, len(FEATURE_NAMES), hidden, outputs, dropout) for _ in range(ensemble)
         )
         self.register_load_state_dict_pre_hook(_single_member_keys)
         self._adapter = None
+
+    @property
+    def ensemble(self) -> int:
+        """The number of members."""
+        return len(self.members)
 
     # -- the network ---------------------------------------------------------------------------
     def forward(
@@ -180,7 +184,7 @@ class AIM(nn.Module, PyTorchModelHubMixin, library_name="lina", tags=["lina", "a
         """The members' mean raw output. At inference (eval mode, no autograd) all members run as one
         batched pass over their stacked weights (the same arithmetic as calling each in turn, with dropout
         off), which keeps an ensemble's latency close to a single network's."""
-        if len(self.members) == 1 or self.training or torch.is_grad_enabled():
+        if self.ensemble == 1 or self.training or torch.is_grad_enabled():
             return torch.stack([m(pooled, features, roles) for m in self.members]).mean(dim=0)
         norms, layers = self._stacked()
 
@@ -191,7 +195,7 @@ class AIM(nn.Module, PyTorchModelHubMixin, library_name="lina", tags=["lina", "a
         parts = [normed(pooled, "embed_norm")]
         if roles is not None:
             parts.append(normed(roles, "role_norm"))
-        x = torch.cat([*parts, features.float().expand(len(self.members), *features.shape)], dim=-1)
+        x = torch.cat([*parts, features.float().expand(self.ensemble, *features.shape)], dim=-1)
         for layer, stacked in zip(self.members[0].net, layers):
             if isinstance(layer, nn.Linear):
                 x = torch.baddbmm(stacked[1], x, stacked[0])
