@@ -47,3 +47,26 @@ def flux_pipe(flux_path):
 def _lina_logs_propagate():
     logging.getLogger("lina").propagate = True
     yield
+
+
+_PATCH_EMBEDDERS = ("x_embedder", "patch_embedding", "img_in", "pos_embed")
+
+
+class denoiser_batches:
+    """Record the batch size of every denoiser forward pass, as the model itself runs it (a hook on its
+    patch embedding, so that branches appended inside the call are counted)."""
+
+    def __init__(self, *modules):
+        self.sizes: list[int] = []
+        self._modules = modules
+
+    def __enter__(self):
+        self._handles = []
+        for module in self._modules:
+            embedder = next(getattr(module, n) for n in _PATCH_EMBEDDERS if hasattr(module, n))
+            self._handles.append(embedder.register_forward_pre_hook(lambda m, args: self.sizes.append(args[0].shape[0])))
+        return self.sizes
+
+    def __exit__(self, *exc):
+        for handle in self._handles:
+            handle.remove()

@@ -201,14 +201,10 @@ def test_more_seeds_generate_only_the_new_seeds(sd3_pipe, tmp_path):
     prompt = "a red ball on a mirror"
     csg = parse_prompt(prompt)
     two = _scorer(sd3_pipe, tmp_path, seeds=(0, 1))(prompt, csg, Interventions(contrast=2.0))
-    batches = []
-    hook = sd3_pipe.transformer.register_forward_hook(
-        lambda module, args, kwargs, output: batches.append(kwargs["hidden_states"].shape[0]), with_kwargs=True
-    )
-    try:
+    from conftest import denoiser_batches
+
+    with denoiser_batches(sd3_pipe.transformer) as batches:
         three = _scorer(sd3_pipe, tmp_path, seeds=(0, 1, 2))(prompt, csg, Interventions(contrast=2.0))
-    finally:
-        hook.remove()
     assert three.fresh and max(batches) == 3  # one image (uncond, cond, negative), not three
     records = [json.loads(line) for line in (tmp_path / "candidates-00000.jsonl").read_text().splitlines()]
     assert [r["seeds"] for r in records] == [[0, 1], [2]]

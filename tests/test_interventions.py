@@ -6,6 +6,7 @@ import torch
 
 from lina import Interventions
 from lina.interventions import (
+    ClassifierFreeGuidance,
     ContrastiveGuidance,
     amplified_shift,
     classifier_free,
@@ -73,10 +74,36 @@ def test_contrastive_guidance_formula_and_window():
     guided = classifier_free(v_u, v_c, 7.0)
     assert guided.item() == 7.0
     assert classifier_free(None, v_c, 7.0) is v_c
-    g = ContrastiveGuidance(beta=2.0, window=0.25)
+    g = ContrastiveGuidance(beta=2.0, stop=0.25)
     assert g(guided, v_c, v_n).item() == pytest.approx(7.0 + 2.0 * 0.5)
     assert [g.active(i, 8) for i in range(8)] == [True, True, False, False, False, False, False, False]
-    assert not ContrastiveGuidance(beta=0.0, window=1.0).active(0, 8)
+    assert not ContrastiveGuidance(beta=0.0, stop=1.0).active(0, 8)
+
+
+@pytest.mark.parametrize("cfg_scale", [None, 1.5, 7.0])
+def test_the_folded_conditional_prediction_yields_guidance_plus_contrast(cfg_scale):
+    """The pipeline's own guidance applied to the folded c' equals guide(u, c) + beta (c - n), per sample."""
+    gen = torch.Generator().manual_seed(0)
+    u, c, n = (torch.randn(3, 4, 5, generator=gen) for _ in range(3))
+    beta = torch.tensor([0.0, 1.0, 3.5])
+    unit = ContrastiveGuidance()
+    folded = unit.fold(c, n, cfg_scale, beta=beta)
+    guide = ClassifierFreeGuidance(guidance_scale=cfg_scale or 1.0)
+    through_pipeline = folded if cfg_scale is None else guide(folded, u)
+    expected = unit(c if cfg_scale is None else guide(c, u), c, n, beta=beta)
+    assert torch.allclose(through_pipeline, expected, atol=1e-5)
+    assert torch.equal(folded[0], c[0])  # beta 0: untouched
+    with pytest.raises(ValueError, match="CFG scale of 0"):
+        unit.fold(c, n, 0.0, beta=beta)
+
+
+def test_guidance_units_save_and_load_their_config(tmp_path):
+    unit = ContrastiveGuidance(beta=2.5, start=0.0, stop=0.4)
+    unit.save_config(tmp_path)
+    loaded = ContrastiveGuidance.from_config(ContrastiveGuidance.load_config(tmp_path))
+    assert loaded.config == unit.config and [loaded.active(i, 10) for i in range(6)] == [True] * 4 + [False] * 2
+    late = ClassifierFreeGuidance(guidance_scale=3.0, start=0.5)
+    assert [late.active(i, 4) for i in range(4)] == [False, False, True, True]
 
 
 def _shift(sigma, s):

@@ -118,15 +118,17 @@ def test_each_intervention_changes_the_video(name, interventions, request):
 
 
 def test_contrast_window_crossing_the_expert_boundary(wan22):
-    """The window (3 of 6 steps) outlasts the high-noise expert (2 steps): the third, contrastive
-    branch continues in the low-noise expert's batched call, and each step uses the same expert as
-    the plain pipeline."""
+    """The window (3 of 6 steps) outlasts the high-noise expert (2 steps): the contrastive branch
+    continues in the low-noise expert's conditional call; the pipeline makes the same calls (expert,
+    timestep) as without LINA, and only the conditional call of a step inside the window grows."""
+    from conftest import denoiser_batches
+
     plain_calls = _calls_of(wan22, lambda: _plain(wan22))
-    lina_calls = _calls_of(wan22, lambda: _lina(wan22, Interventions(contrast=3.0, contrast_window=0.5)))
-    assert [(name, t) for name, _, t in plain_calls[::2]] == [(name, t) for name, _, t in lina_calls]
-    high, low = "transformer", "transformer_2"
-    expected = [(high, 3), (high, 3), (low, 3), (low, 2), (low, 2), (low, 2)]
-    assert [(name, batch) for name, batch, _ in lina_calls] == expected
+    with denoiser_batches(wan22.transformer, wan22.transformer_2) as batches:
+        lina_calls = _calls_of(wan22, lambda: _lina(wan22, Interventions(contrast=3.0, contrast_window=0.5)))
+    assert [(name, t) for name, _, t in plain_calls] == [(name, t) for name, _, t in lina_calls]
+    assert [name for name, _, _ in lina_calls[::2]] == ["transformer"] * 2 + ["transformer_2"] * 4
+    assert batches == [2, 1] * 3 + [1, 1] * 3  # (cond + negative, uncond) inside the window
 
 
 def test_low_noise_expert_gets_guidance_scale_2(wan22, wan21):
@@ -140,10 +142,11 @@ def test_low_noise_expert_gets_guidance_scale_2(wan22, wan21):
 
 
 def test_amplified_shift_goes_through_the_scheduler_and_moves_the_expert_switch(wan22):
-    calls = _calls_of(wan22, lambda: _lina(wan22, Interventions(shift_gain=3.0)))
+    calls = _calls_of(wan22, lambda: _lina(wan22, Interventions(shift_gain=3.0)))[::2]  # (cond, uncond) per step
     reference = UniPCMultistepScheduler.from_config(wan22.scheduler.config, flow_shift=9.0)
     reference.set_timesteps(STEPS)
     assert [t for _, _, t in calls] == reference.timesteps.tolist()
+    assert wan22.scheduler.config.flow_shift == 3.0
     experts = [name for name, _, _ in calls]
     assert experts.count("transformer") > 2  # more steps stay at high noise with the larger shift
 
@@ -160,7 +163,7 @@ def test_flow_match_euler_scheduler_uses_its_shift_key(wan21):
     pipe = WanPipeline.from_pipe(wan21, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0))
     pipe.set_progress_bar_config(disable=True)
     assert np.allclose(_lina(pipe), _plain(pipe), atol=ATOL)
-    calls = _calls_of(pipe, lambda: _lina(pipe, Interventions(shift_gain=2.0)))
+    calls = _calls_of(pipe, lambda: _lina(pipe, Interventions(shift_gain=2.0)))[::2]
     reference = FlowMatchEulerDiscreteScheduler(shift=6.0)
     reference.set_timesteps(STEPS)
     assert [t for _, _, t in calls] == pytest.approx(reference.timesteps.tolist())
@@ -169,28 +172,29 @@ def test_flow_match_euler_scheduler_uses_its_shift_key(wan21):
 def test_per_token_timesteps_of_wan22_ti2v(wan21):
     pipe = WanPipeline.from_pipe(wan21, expand_timesteps=True)
     pipe.set_progress_bar_config(disable=True)
+    from conftest import denoiser_batches
+
     shapes = []
     handle = pipe.transformer.register_forward_pre_hook(
         lambda m, a, kw: shapes.append(tuple(kw["timestep"].shape)), with_kwargs=True
     )
     try:
-        lina = _lina(pipe, Interventions(contrast=3.0, contrast_window=0.2))
+        with denoiser_batches(pipe.transformer) as batches:
+            lina = _lina(pipe, Interventions(contrast=3.0, contrast_window=0.2))
     finally:
         handle.remove()
-    assert shapes[0] == (3, 2 * 2 * 2)  # (uncond, cond, negative) x (2 latent frames x 2 x 2 patches)
+    assert shapes[0] == (1, 2 * 2 * 2)  # one timestep per (2 latent frames x 2 x 2 patches)
+    assert batches[:6] == [2, 1, 2, 1, 1, 1]  # window 0.2 of 6 steps: 2 steps; the per-token timesteps travel along
     assert np.allclose(_lina(pipe), _plain(pipe), atol=ATOL)
     assert lina.shape == (1, 5, 32, 32, 3)
 
 
-def test_num_frames_is_rounded_like_wan_with_a_warning(wan21, caplog):
-    with caplog.at_level(logging.WARNING, logger="lina"):
-        video = _lina(wan21, num_frames=7)
-    assert "rounding num_frames=7 to 5" in caplog.text
-    assert video.shape[1] == 5 and np.allclose(video, _plain(wan21, num_frames=7), atol=ATOL)
-    with pytest.raises(ValueError, match="num_frames"):
-        _lina(wan21, num_frames=0)
+def test_num_frames_and_sizes_are_the_pipelines_own_business(wan21):
+    setting = Interventions(contrast=2.0)
+    video = _lina(wan21, setting, num_frames=7)  # WanPipeline rounds 7 to 5 itself
+    assert video.shape[1] == 5
     with pytest.raises(ValueError, match="divisible by 16"):
-        _lina(wan21, height=40)
+        _lina(wan21, setting, height=40)
 
 
 def test_prompt_without_relation_falls_back_to_the_plain_pipeline(wan21, caplog):
@@ -206,25 +210,26 @@ def test_token_scale_hits_the_relation_rows_of_the_cleaned_prompt(wan21):
     messy = "  a red ball &amp; a cube   on top of a mirror "
     captured = []
     handle = wan21.transformer.register_forward_pre_hook(
-        lambda m, a, kw: captured.append(kw["encoder_hidden_states"][1].clone()), with_kwargs=True
+        lambda m, a, kw: captured.append(kw["encoder_hidden_states"][0].clone()), with_kwargs=True
     )
     try:
         out = LinaPipeline.from_pipe(wan21)(messy, Interventions(token_scale=2.0), generator=_gen(), **SIZE)
+        first_plain = len(captured)
         _lina(wan21, Interventions(shift_gain=1.5), prompt=messy)
     finally:
         handle.remove()
     assert out.csgs[0].prompt == "a red ball & a cube on top of a mirror"
-    scaled, plain = captured[0], captured[-1]
+    scaled, plain = captured[0], captured[first_plain]  # the first (conditional) call of each run
     changed = (~torch.isclose(scaled, plain)).any(dim=-1).nonzero().flatten().tolist()
     tokens = wan21.tokenizer.convert_ids_to_tokens(wan21.tokenizer(out.csgs[0].prompt).input_ids)
     assert changed == [i for i, t in enumerate(tokens) if t in ("▁on", "▁top", "▁of")]
     assert torch.allclose(scaled[changed], 2.0 * plain[changed])
 
 
-def test_pil_frames_by_default(wan21):
-    video = LinaPipeline.from_pipe(wan21)(PROMPT, generator=_gen(), height=32, width=32, num_frames=5,
-                                          num_inference_steps=2).frames
-    assert len(video) == 1 and len(video[0]) == 5 and video[0][0].size == (32, 32)
+def test_the_pipelines_own_output_type_by_default(wan21):
+    kw = dict(generator=_gen(), height=32, width=32, num_frames=5, num_inference_steps=2)
+    video = LinaPipeline.from_pipe(wan21)(PROMPT, Interventions(contrast=2.0), **kw).frames
+    assert isinstance(video, np.ndarray) and video.shape == (1, 5, 32, 32, 3)  # WanPipeline's default: numpy
 
 
 def test_recommended_flow_shift_grows_with_resolution():

@@ -1,11 +1,13 @@
 """`LinaPipeline`: a loaded diffusers pipeline, sampled with LINA's interventions.
 
-It shares every module with the wrapped pipeline (no copy) and runs one sampling loop for all
-families: the prompt is parsed into a CSG; the relation tokens' embedding rows are scaled (token
-intervention); during the first ``contrast_window`` of the steps the denoiser also sees the
-CSG-derived negative prompt in the same batched call and the prediction is pushed away from it
-(contrastive guidance); and the scheduler is built with an amplified time shift (causality-aware
-schedule). With neutral strengths the loop reproduces the plain pipeline's output.
+It shares every module with the wrapped pipeline (no copy) and samples through the pipeline's own
+``__call__``, so every argument the pipeline takes works and means what it means there. LINA acts
+only through what diffusers exposes: the prompt is parsed into a CSG; the relation tokens' rows of
+the pipeline's own ``encode_prompt`` output are scaled and handed over as ``prompt_embeds`` (token
+intervention); a denoiser hook adds the CSG-derived negative prompt to the same batched call during
+the first ``contrast_window`` of the steps and folds the contrast into the conditional prediction
+(contrastive guidance); and a fresh scheduler from the pipeline's config carries the amplified time
+shift (causality-aware schedule). With neutral strengths the wrapped pipeline is called untouched.
 """
 
 from __future__ import annotations
@@ -15,15 +17,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
-from lina.adapters import Conditioning, FamilyAdapter, GuidancePlan, adapter_for
-from lina.interventions import ContrastiveGuidance, Interventions, classifier_free, scale_token_rows
+from lina.adapters import Conditioning, FamilyAdapter, adapter_for
+from lina.interventions import Interventions, scale_token_rows
 from lina.interventions.strengths import NEUTRAL
 from lina.prompts.csg import CSG
 from lina.prompts.tokens import token_masks
+from lina.steering import ContrastHook, hooked, scheduler_override
 
 logger = logging.getLogger("lina")
+
+# Pipeline arguments that hold one entry per prompt (split with the prompts when settings differ).
+_PER_PROMPT = ("prompt_2", "prompt_3", "negative_prompt", "negative_prompt_2", "negative_prompt_3", "image",
+               "mask_image", "control_image", "last_image", "video")
+# ... and those with one entry per generated sample.
+_PER_SAMPLE = ("generator", "latents", "prompt_embeds", "pooled_prompt_embeds", "negative_prompt_embeds",
+               "negative_pooled_prompt_embeds", "image_embeds", "contrast_prompt_embeds")
 
 
 @dataclass
@@ -41,9 +52,13 @@ class LinaPipelineOutput:
 
 
 class LinaPipeline:
-    """Wraps a diffusers pipeline of a supported family; call it like the pipeline itself."""
+    """Wraps a diffusers pipeline of a supported family; call it like the pipeline itself, with the
+    interventions as the second argument."""
 
     def __init__(self, pipe, adapter: FamilyAdapter | None = None, aim=None) -> None:
+        if pipe is None:
+            raise TypeError("LinaPipeline wraps a loaded diffusers pipeline, e.g. "
+                            "LinaPipeline.from_pipe(StableDiffusion3Pipeline.from_pretrained(...)); got None")
         self.pipe = pipe
         self.adapter = adapter or adapter_for(pipe)
         self.aim = aim.attach(self.adapter) if aim is not None else None
@@ -66,105 +81,110 @@ class LinaPipeline:
     @torch.no_grad()
     def __call__(
         self,
-        prompt: str | list[str],
+        prompt: str | list[str] | None = None,
         interventions: Interventions | Sequence[Interventions] | dict | None = None,
         *,
-        negative_prompt: str | list[str] | None = None,
-        height: int | None = None,
-        width: int | None = None,
-        num_inference_steps: int | None = None,
-        guidance_scale: float | None = None,
-        guidance_scale_2: float | None = None,
-        true_cfg_scale: float = 1.0,
-        num_frames: int | None = None,
-        num_images_per_prompt: int = 1,
-        generator: torch.Generator | list[torch.Generator] | None = None,
-        latents: torch.Tensor | None = None,
-        max_sequence_length: int | None = None,
-        output_type: str = "pil",
-        return_dict: bool = True,
         csgs: CSG | Sequence[CSG] | None = None,
+        contrast_prompt_embeds: torch.Tensor | None = None,
+        **kwargs,
     ):
-        """Generate with LINA. ``interventions``: one setting for every prompt, one per prompt, or
-        None (the AIM's prediction when the pipeline has one, else neutral strengths).
-        ``guidance_scale_2``: the low-noise expert's CFG scale on two-expert models (Wan2.2-A14B).
-        ``csgs``: the prompts' scene graphs when known (a dataset's annotations); by default each
-        prompt is parsed."""
+        """Generate with LINA through the pipeline's own call; ``kwargs`` are the pipeline's arguments.
+
+        ``interventions``: one setting for every prompt, one per prompt, or None (the AIM's prediction
+        when the pipeline has one, else neutral strengths). ``csgs``: the prompts' scene graphs when known
+        (a dataset's annotations); by default each prompt is parsed. With ``prompt_embeds`` instead of a
+        prompt, ``csgs`` says what the embeddings encode (their ``prompt`` is tokenized to find the
+        relation rows), and ``contrast_prompt_embeds`` may give the contrast's negatives (else the CSGs'
+        negative prompts are encoded)."""
         adapter = self.adapter
-        prompts = [adapter.clean_prompt(p) for p in _as_prompt_list(prompt)]
+        kwargs = self._check_arguments(kwargs)
+        prompts = self._prompts(prompt, csgs, kwargs)
         given = _as_csg_list(csgs, prompts)
-        max_len = max_sequence_length or adapter.default_max_sequence_length
+        copies = 1 if prompt is None else (adapter.arg(kwargs, adapter.per_prompt_arg, 1) or 1)
         encoded = pooled = for_aim = None  # with an AIM, the prompts are encoded once: for the AIM and the sampler
-        if interventions is None and self.aim is not None:
-            encoded = adapter.encode(prompts, max_len)
-            # Token rows (a mean token embedding, the relation roles) can depend on the padded length;
-            # the AIM reads them at the default length, and encodes again itself at any other.
-            if max_len == adapter.default_max_sequence_length:
-                for_aim = encoded
-            if encoded.pooled is not None or for_aim is not None:
-                pooled = adapter.summarize(encoded)
+        if interventions is None and self.aim is not None and prompt is not None:
+            encoded = adapter.encode_call(prompts, kwargs)
+            first_copies = encoded[0][::copies]
+            if adapter.max_sequence_length(kwargs) == adapter.default_max_sequence_length:
+                for_aim = first_copies  # the AIM reads token rows at the default length, and encodes again otherwise
+            pooled = adapter.summarize(first_copies)
         settings = self._resolve_interventions(prompts, interventions, given, pooled, for_aim)
-        num_steps = num_inference_steps or adapter.default_steps
-        if num_steps < 1:
-            raise ValueError(f"num_inference_steps must be >= 1, got {num_steps}")
-        if num_images_per_prompt < 1:
-            raise ValueError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt}")
-        guidance = adapter.default_guidance if guidance_scale is None else guidance_scale
-        default_h, default_w = adapter.default_size()
-        height, width = height or default_h, width or default_w
-        adapter.check_inputs(height, width, max_len)
+        graphs = self._graphs(prompts, given, settings)
+        return_dict = kwargs.pop("return_dict", True)
 
-        graphs: list[CSG | None] = []
-        for i, (text, setting) in enumerate(zip(prompts, settings)):
-            if setting.is_neutral:
-                graphs.append(None)
-                continue
-            csg = given[i] if given is not None else self.parse(text)
-            graphs.append(csg)
-            if not csg.has_relations and (setting.uses_tokens or setting.uses_contrast):
-                logger.warning("LINA: no relation found in %r; generating it with the plain pipeline.", text)
-                settings[i] = NEUTRAL
-
-        plan = adapter.guidance_plan(guidance, true_cfg_scale, negative_prompt)
-        if guidance_scale_2 is not None:
-            plan = adapter.with_guidance_scale_2(plan, guidance_scale_2)
-        common = dict(
-            height=height,
-            width=width,
-            num_steps=num_steps,
-            plan=plan,
-            num_images=num_images_per_prompt,
-            num_frames=num_frames,
-            max_len=max_len,
-            output_type=output_type,
-        )
-        if all(s == settings[0] for s in settings):
-            images = self._sample(
-                prompts, graphs, settings[0], generator=generator, latents=latents, encoded=encoded, **common
-            )
-        else:  # different schedules cannot share a scheduler: one prompt at a time
-            if latents is not None:
-                raise ValueError("explicit `latents` need the same interventions for every prompt")
-            parts = [
-                self._sample(
-                    [p], [c], s, generator=generator, latents=None, encoded=None if encoded is None else encoded[i : i + 1],
-                    **common,
-                )
-                for i, (p, c, s) in enumerate(zip(prompts, graphs, settings))
-            ]
-            images = _concat_images(parts)
-        self.pipe.maybe_free_model_hooks()
+        if all(s.is_neutral for s in settings):
+            images = _images(self.pipe(prompt=prompt, **kwargs))
+        else:
+            groups = _schedule_groups(settings)
+            parts = []
+            for group in groups:
+                part_kwargs = kwargs if len(groups) == 1 else _select(kwargs, group, len(prompts), copies)
+                if contrast_prompt_embeds is not None:
+                    part_kwargs = {**part_kwargs, "contrast_prompt_embeds": contrast_prompt_embeds
+                                   if len(groups) == 1 else _rows(contrast_prompt_embeds, group, copies)}
+                parts.append(self._sample(
+                    None if prompt is None else [prompts[i] for i in group], [graphs[i] for i in group],
+                    [settings[i] for i in group], part_kwargs, encoded if len(groups) == 1 else None,
+                ))
+            images = _merge(parts, groups, copies)
         if not return_dict:
             return (images,)
         return LinaPipelineOutput(images=images, csgs=graphs, interventions=settings)
 
     # ------------------------------------------------------------------------------------------
+    def _check_arguments(self, kwargs: dict) -> dict:
+        """``kwargs`` checked against the pipeline's signature; None stands for the pipeline's default."""
+        unknown = [k for k in kwargs if not self.adapter.accepts(k)]
+        if unknown:
+            raise TypeError(f"{type(self.pipe).__name__} takes no argument {', '.join(map(repr, unknown))}")
+        kwargs = {k: v for k, v in kwargs.items() if v is not None or self.adapter.arg({}, k) is None}
+        steps = kwargs.get("num_inference_steps")
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+            raise ValueError(f"num_inference_steps must be an integer >= 1, got {steps!r}")
+        copies = kwargs.get(self.adapter.per_prompt_arg)
+        if copies is not None and copies < 1:
+            raise ValueError(f"{self.adapter.per_prompt_arg} must be >= 1, got {copies}")
+        return kwargs
+
+    def _prompts(self, prompt, csgs, kwargs: dict) -> list[str]:
+        """The prompts' texts as their encoders see them (for prompt embeddings: the CSGs' prompts)."""
+        if prompt is not None:
+            return [self.adapter.clean_prompt(p) for p in _as_prompt_list(prompt)]
+        embeds = kwargs.get("prompt_embeds")
+        if embeds is None:
+            raise ValueError("give a prompt, or prompt_embeds (with csgs= saying what they encode)")
+        if csgs is None:
+            return [""] * embeds.shape[0]
+        csgs = [csgs] if isinstance(csgs, CSG) else list(csgs)
+        return [self.adapter.clean_prompt(c.prompt) for c in csgs]
+
+    def _graphs(self, prompts: list[str], given: list[CSG] | None, settings: list[Interventions]) -> list[CSG | None]:
+        graphs: list[CSG | None] = []
+        for i, (text, setting) in enumerate(zip(prompts, settings)):
+            if setting.is_neutral:
+                graphs.append(None)
+                continue
+            if given is None and not text:
+                raise ValueError(
+                    "token scaling and contrast need the prompts' relations: with prompt_embeds, pass csgs= "
+                    "(the scene graphs of the prompts the embeddings encode, e.g. lina.prompts.parse_prompt(text))"
+                )
+            csg = given[i] if given is not None else self.parse(text)
+            graphs.append(csg)
+            if not csg.has_relations and (setting.uses_tokens or setting.uses_contrast):
+                logger.warning("LINA: no relation found in %r; generating it with the plain pipeline.", text)
+                settings[i] = NEUTRAL
+        return graphs
+
     def _resolve_interventions(
         self, prompts: list[str], interventions, csgs: list[CSG] | None = None, pooled: torch.Tensor | None = None,
         encoded: Conditioning | None = None,
     ) -> list[Interventions]:
         if interventions is None:
             if self.aim is not None:
+                if pooled is None:
+                    encoded = self.adapter.encode(prompts, self.adapter.default_max_sequence_length)
+                    pooled = self.adapter.summarize(encoded)
                 return list(self.aim.predict(prompts, pooled=pooled, csgs=csgs, encoded=encoded))
             return [NEUTRAL] * len(prompts)
         if isinstance(interventions, dict):
@@ -178,10 +198,12 @@ class LinaPipeline:
             raise TypeError("interventions must be Interventions objects")
         return settings
 
-    def _negative_prompts(self, csgs: list[CSG | None], setting: Interventions) -> list[str]:
+    def _negative_texts(self, csgs: list[CSG | None], settings: list[Interventions]) -> list[str]:
         negatives = []
-        for csg in csgs:
-            assert csg is not None
+        for csg, setting in zip(csgs, settings):
+            if csg is None or not setting.uses_contrast:
+                negatives.append(csg.neutral_prompt if csg is not None else "")
+                continue
             text = csg.neutral_prompt
             if setting.contrast_prompt == "empty":
                 text = ""
@@ -194,82 +216,77 @@ class LinaPipeline:
         return negatives
 
     def _scale_relation_tokens(
-        self, cond: Conditioning, prompts: list[str], csgs: list[CSG | None], scale: float, max_len: int
+        self, cond: Conditioning, prompts: list[str], csgs: list[CSG | None], scales: torch.Tensor, copies: int,
+        kwargs: dict,
     ) -> Conditioning:
         embeds = cond.embeds
         spans = [c.relation_spans if c is not None else [] for c in csgs]
-        for slot in self.adapter.encoder_slots(max_len):
+        for slot in self.adapter.encoder_slots(self.adapter.max_sequence_length(kwargs)):
+            if kwargs.get(slot.text_arg) is not None and slot.text_arg != "prompt":
+                logger.warning("LINA: %s reads its own %s; its token rows are left unscaled.", slot.name, slot.text_arg)
+                continue
             mask = torch.zeros(embeds.shape[:2], dtype=torch.bool)
-            mask[:, slot.rows] = token_masks(slot.tokenizer, prompts, spans, slot.max_length)
-            embeds = scale_token_rows(embeds, mask, scale, slot.channels)
-        return Conditioning(embeds, cond.pooled, cond.extras)
+            rows = token_masks(slot.tokenizer, prompts, spans, slot.max_length).repeat_interleave(copies, dim=0)
+            width = len(range(*slot.rows.indices(embeds.shape[1])))
+            mask[:, slot.rows] = rows[:, :width]
+            embeds = scale_token_rows(embeds, mask, scales.repeat_interleave(copies), slot.channels)
+        return cond.with_embeds(embeds)
 
-    def _sample(
-        self,
-        prompts: list[str],
-        csgs: list[CSG | None],
-        setting: Interventions,
-        *,
-        height: int,
-        width: int,
-        num_steps: int,
-        plan: GuidancePlan,
-        num_images: int,
-        num_frames: int | None,
-        max_len: int,
-        output_type: str,
-        generator,
-        latents,
-        encoded: Conditioning | None = None,
-    ):
-        """Sample one batch under one setting; ``encoded``: the prompts' conditioning if already computed."""
+    def _sample(self, prompts: list[str] | None, csgs: list[CSG | None], settings: list[Interventions], kwargs: dict,
+                encoded: tuple[Conditioning, dict] | None = None):
+        """One pipeline call for prompts that share a schedule (token scale and contrast may differ);
+        ``encoded``: `FamilyAdapter.encode_call`'s result for these prompts and arguments, if made already."""
         adapter = self.adapter
-        batch = len(prompts)
-        has_uncond = plan.uncond_prompt is not None
-        uncond_texts = _broadcast(plan.uncond_prompt, batch, "negative_prompt") if has_uncond else []
-        others = uncond_texts + (self._negative_prompts(csgs, setting) if setting.uses_contrast else [])
-        if encoded is not None:  # the remaining branches in one encoder pass
-            rest = adapter.encode(others, max_len) if others else None
-            parts = [encoded] + ([rest[i * batch : (i + 1) * batch] for i in range(len(others) // batch)] if rest else [])
-        elif setting.uses_contrast:  # one encoder pass for every branch
-            texts = prompts + others
-            encoded = adapter.encode(texts, max_len)
-            parts = [encoded[i * batch : (i + 1) * batch] for i in range(len(texts) // batch)]
-        else:  # the plain pipeline's calls, so that neutral strengths reproduce it exactly
-            parts = [adapter.encode(prompts, max_len)] + ([adapter.encode(uncond_texts, max_len)] if has_uncond else [])
-        cond = parts[0]
-        if setting.uses_tokens:
-            cond = self._scale_relation_tokens(cond, prompts, csgs, setting.token_scale, max_len)
-        branches = [parts[1], cond] if has_uncond else [cond]  # the order the combination below expects
-        plain = Conditioning.cat([b.repeat_interleave(num_images) for b in branches])
-        contrast = ContrastiveGuidance(setting.contrast, setting.contrast_window)
-        with_negative = plain
-        if setting.uses_contrast:
-            with_negative = Conditioning.cat([plain, parts[-1].repeat_interleave(num_images)])
+        kwargs = dict(kwargs)
+        contrast_embeds = kwargs.pop("contrast_prompt_embeds", None)
+        texts = prompts if prompts is not None else [c.prompt for c in csgs]
+        if prompts is not None:  # the pipeline's own encoding, made here so that LINA can reach its rows
+            copies = adapter.arg(kwargs, adapter.per_prompt_arg, 1) or 1
+            cond, rest = encoded if encoded is not None else adapter.encode_call(prompts, kwargs)
+            call = {k: v for k, v in kwargs.items() if k not in adapter.text_args and not k.startswith("negative_prompt_embeds")
+                    and k != "negative_pooled_prompt_embeds"}
+            call.update(rest)
+            if adapter.accepts(adapter.per_prompt_arg):
+                call[adapter.per_prompt_arg] = 1  # the embeddings already hold every copy
+        else:
+            copies = 1
+            cond = Conditioning(kwargs["prompt_embeds"], kwargs.get("pooled_prompt_embeds"))
+            call = dict(kwargs)
 
-        init = adapter.prepare_latents(
-            batch * num_images, height, width, cond.embeds.dtype, generator, latents, num_frames=num_frames
-        )
-        x = init.tensor
-        scheduler, timesteps = adapter.timesteps(num_steps, init, setting)
-        n = len(timesteps)
-        with self.pipe.progress_bar(total=n) as progress:
-            for i, t in enumerate(timesteps):
-                use_negative = setting.uses_contrast and contrast.active(i, n)
-                branch_cond = with_negative if use_negative else plain
-                k = len(branch_cond) // x.shape[0]
-                v = adapter.predict(torch.cat([x] * k) if k > 1 else x, t, branch_cond, init.extras, plan)
-                parts = list(v.chunk(k))
-                v_uncond = parts.pop(0) if has_uncond else None
-                v_cond = parts.pop(0)
-                v = classifier_free(v_uncond, v_cond, adapter.cfg_scale_at(t, plan))
-                if use_negative:
-                    v = contrast(v, v_cond, parts.pop(0))
-                x = scheduler.step(v, t, x, return_dict=False)[0]
-                progress.update()
-        return adapter.decode(x, height, width, output_type)
+        scales = torch.tensor([s.token_scale for s in settings], dtype=torch.float32)
+        if any(s.uses_tokens for s in settings):
+            cond = self._scale_relation_tokens(cond, [adapter.clean_prompt(t) for t in texts], csgs, scales, copies, kwargs)
+        call.update({k: v for k, v in adapter.embed_kwargs(cond).items() if v is not None})
+
+        hooks = {}
+        if any(s.uses_contrast for s in settings):
+            adapter.check_contrast(kwargs)
+            if contrast_embeds is not None:  # the prompt's pooled vector stands in for the negatives'
+                negative = Conditioning(contrast_embeds, cond.pooled)
+            else:
+                negative = adapter.encode_texts(self._negative_texts(csgs, settings), kwargs)
+            beta = torch.tensor([s.contrast if s.uses_contrast else 0.0 for s in settings]).repeat_interleave(copies)
+            window = torch.tensor([s.contrast_window for s in settings]).repeat_interleave(copies)
+            modules = {name: getattr(self.pipe, name, None) for name in adapter.denoisers}
+            for name, module in modules.items():
+                if module is None:
+                    continue
+                cfg_scale = adapter.cfg_scale(kwargs, name)
+                if cfg_scale == 0:
+                    raise ValueError(f"{name} guides with a CFG scale of 0, which ignores the prompt: the contrast "
+                                     "cannot act; use a nonzero guidance scale or contrast=0")
+                hooks[name] = ContrastHook(adapter, lambda: self.pipe.scheduler, cond.embeds, negative, beta, window,
+                                           cfg_scale)
+        modules = {name: getattr(self.pipe, name) for name in hooks}
+        with scheduler_override(self.pipe, adapter, settings[0]), hooked(modules, hooks):
+            images = _images(self.pipe(**call))
+        if hooks and not any(h.applied for h in hooks.values()):
+            logger.warning("LINA: no denoiser call carried the prompt embeddings LINA passed (did a callback replace "
+                           "them?); the contrast was not applied.")
+        return images
 
 
+# -- helpers -------------------------------------------------------------------------------------
 def _as_prompt_list(prompt: str | list[str]) -> list[str]:
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     if not prompts:
@@ -291,20 +308,60 @@ def _as_csg_list(csgs: CSG | Sequence[CSG] | None, prompts: list[str]) -> list[C
     return csgs
 
 
-def _broadcast(value: str | list[str], batch: int, name: str) -> list[str]:
-    if isinstance(value, str):
-        return [value] * batch
-    if len(value) != batch:
-        raise ValueError(f"{name} has {len(value)} entries for {batch} prompts")
-    return list(value)
+def _images(output) -> Any:
+    if isinstance(output, tuple):
+        return output[0]
+    return output.images if hasattr(output, "images") else output.frames
 
 
-def _concat_images(parts: list[Any]) -> Any:
+def _schedule_key(setting: Interventions) -> tuple:
+    share = setting.step_share if setting.step_share != setting.contrast_window else None
+    return (setting.shift_gain, share, setting.contrast_window if share is not None else None)
+
+
+def _schedule_groups(settings: list[Interventions]) -> list[list[int]]:
+    """Prompt indices that can share one scheduler (prompts whose schedules differ are sampled apart)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, s in enumerate(settings):
+        groups.setdefault(_schedule_key(s), []).append(i)
+    return list(groups.values())
+
+
+def _rows(value, group: list[int], copies: int):
+    index = [i * copies + c for i in group for c in range(copies)]
+    if isinstance(value, torch.Tensor):
+        return value[torch.tensor(index, device=value.device)]
+    return [value[i] for i in index]
+
+
+def _select(kwargs: dict, group: list[int], num_prompts: int, copies: int) -> dict:
+    """The pipeline arguments of the prompts in ``group``."""
+    picked = {}
+    for name, value in kwargs.items():
+        if name in _PER_SAMPLE and isinstance(value, (torch.Tensor, list)) and len(value) == num_prompts * copies:
+            picked[name] = _rows(value, group, copies)
+        elif name in _PER_PROMPT and isinstance(value, (list, torch.Tensor)) and len(value) == num_prompts:
+            picked[name] = _rows(value, group, 1)
+        elif name in _PER_PROMPT + _PER_SAMPLE and isinstance(value, (list, torch.Tensor)) and len(value) > 1:
+            raise ValueError(
+                f"{name} has {len(value)} entries for {num_prompts} prompts x {copies} copies; prompts with different "
+                "schedules are sampled apart, so give one entry per prompt (or per sample), or one setting for all"
+            )
+        else:
+            picked[name] = value
+    return picked
+
+
+def _merge(parts: list[Any], groups: list[list[int]], copies: int) -> Any:
+    """The groups' outputs back in the prompts' order."""
+    if len(parts) == 1:
+        return parts[0]
+    order = [i * copies + c for group in groups for i in group for c in range(copies)]
+    inverse = np.argsort(order)
     first = parts[0]
-    if isinstance(first, list):
-        return [img for part in parts for img in part]
     if isinstance(first, torch.Tensor):
-        return torch.cat(parts)
-    import numpy as np
-
-    return np.concatenate(parts)
+        return torch.cat(parts)[torch.as_tensor(inverse)]
+    if isinstance(first, np.ndarray):
+        return np.concatenate(parts)[inverse]
+    flat = [item for part in parts for item in part]
+    return [flat[i] for i in inverse]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lina.adapters.base import Conditioning, EncoderSlot, FamilyAdapter, GuidancePlan, Latents
+from lina.adapters.base import Conditioning, EncoderSlot, FamilyAdapter
 from lina.adapters.flux import FluxAdapter
 from lina.adapters.sd3 import SD3Adapter
 from lina.adapters.wan import WanAdapter
@@ -30,8 +30,6 @@ __all__ = [
     "EncoderSlot",
     "FamilyAdapter",
     "FluxAdapter",
-    "GuidancePlan",
-    "Latents",
     "SD3Adapter",
     "WanAdapter",
     "adapter_for",

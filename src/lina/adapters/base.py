@@ -1,13 +1,15 @@
-"""What LINA needs from a model family, and nothing more.
+"""What LINA needs to know about a model family, and nothing more.
 
-An adapter wraps a loaded diffusers pipeline and exposes its own pieces (prompt encoders, latent
-preparation, scheduler, denoiser call, decoder) in one shape, so the sampling loop in
-``lina.pipeline`` is written once for every family. Adapters are the only place that knows a
-family's quirks (how SD3 lays out three encoders in one tensor, how FLUX packs latents).
+LINA samples through the wrapped pipeline's own ``__call__``; an adapter only says how that family
+encodes prompts (so that the token intervention can hand the pipeline scaled ``prompt_embeds``),
+which denoisers it calls with which guidance scale (so that the contrast can be folded into the
+conditional prediction), and which denoiser arguments carry the text (so that the contrastive branch
+can be appended to the same batched call). Adapters are the only place that knows a family's quirks.
 """
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,79 +18,82 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from lina.interventions.schedule import amplified_shift, reallocate_sigmas
-from lina.interventions.strengths import Interventions
-
 
 @dataclass(frozen=True)
 class EncoderSlot:
-    """Where one text encoder's token features sit in the prompt embedding tensor."""
+    """Where one text encoder's token features sit in the prompt embedding tensor.
+
+    ``text_arg`` is the pipeline argument whose text this encoder reads (``prompt_2`` for SD3's CLIP-G);
+    when the user gives that argument a text of its own, the slot's rows are not the prompt's tokens.
+    ``prefix`` is the number of template tokens the pipeline puts before the prompt and crops from the
+    embedding (chat-templated encoders); their positions are subtracted from the tokenizer's.
+    """
 
     name: str
     tokenizer: Any
     max_length: int
     rows: slice
     channels: slice = field(default_factory=lambda: slice(None))
+    text_arg: str = "prompt"
+    template: str = "{}"
+    prefix: int = 0
 
 
 @dataclass
 class Conditioning:
-    """A batch of encoded prompts as the denoiser consumes them."""
+    """A batch of encoded prompts as the pipeline's ``prompt_embeds`` (and friends) hold them."""
 
     embeds: torch.Tensor
     pooled: torch.Tensor | None = None
-    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # batch-independent extras (FLUX txt_ids)
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # per-sample extras (attention masks)
 
     def __len__(self) -> int:
         return self.embeds.shape[0]
 
-    def __getitem__(self, rows: slice) -> Conditioning:
+    def __getitem__(self, rows) -> Conditioning:
         pooled = None if self.pooled is None else self.pooled[rows]
-        return Conditioning(self.embeds[rows], pooled, self.extras)
+        return Conditioning(self.embeds[rows], pooled, {k: v[rows] for k, v in self.extras.items()})
 
     def repeat_interleave(self, n: int) -> Conditioning:
         if n == 1:
             return self
         pooled = None if self.pooled is None else self.pooled.repeat_interleave(n, dim=0)
-        return Conditioning(self.embeds.repeat_interleave(n, dim=0), pooled, self.extras)
+        extras = {k: v.repeat_interleave(n, dim=0) for k, v in self.extras.items()}
+        return Conditioning(self.embeds.repeat_interleave(n, dim=0), pooled, extras)
+
+    def with_embeds(self, embeds: torch.Tensor) -> Conditioning:
+        return Conditioning(embeds, self.pooled, self.extras)
 
     @staticmethod
     def cat(parts: Sequence[Conditioning]) -> Conditioning:
         if len(parts) == 1:
             return parts[0]
         pooled = None if parts[0].pooled is None else torch.cat([p.pooled for p in parts])
-        return Conditioning(torch.cat([p.embeds for p in parts]), pooled, parts[0].extras)
-
-
-@dataclass(frozen=True)
-class GuidancePlan:
-    """How the family guides: an unconditional branch with CFG scale, and/or distilled guidance."""
-
-    uncond_prompt: str | list[str] | None  # None: no unconditional branch
-    cfg_scale: float = 1.0
-    distilled_guidance: float | None = None
-    cfg_scale_2: float | None = None  # the low-noise expert's CFG scale (two-expert models); None: cfg_scale
-
-
-@dataclass
-class Latents:
-    """Initial latents plus family extras that travel with them (FLUX image ids)."""
-
-    tensor: torch.Tensor
-    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+        extras = {k: torch.cat([p.extras[k] for p in parts]) for k in parts[0].extras}
+        return Conditioning(torch.cat([p.embeds for p in parts]), pooled, extras)
 
 
 class FamilyAdapter(ABC):
-    """Base class of the per-family adapters."""
+    """Base class of the per-family adapters.
+
+    Subclasses name the diffusers pipeline classes they serve and implement prompt encoding through
+    the pipeline's own ``encode_prompt``. The class attributes describe the denoiser call:
+    ``denoisers`` the pipeline attributes holding denoisers, ``text_kwargs`` the denoiser arguments that
+    carry the prompt (mapped to the `Conditioning` field the contrastive branch replaces them with),
+    ``shared_kwargs`` the tensor arguments with no batch axis.
+    """
 
     family: ClassVar[str]
     pipeline_classes: ClassVar[tuple[str, ...]]
-    default_steps: ClassVar[int] = 28
-    default_guidance: ClassVar[float] = 7.0
-    default_max_sequence_length: ClassVar[int] = 256
+    per_prompt_arg: ClassVar[str] = "num_images_per_prompt"
+    denoisers: ClassVar[tuple[str, ...]] = ("transformer",)
+    text_kwargs: ClassVar[dict[str, str]] = {"encoder_hidden_states": "embeds"}
+    shared_kwargs: ClassVar[frozenset[str]] = frozenset()
+    text_args: ClassVar[tuple[str, ...]] = ("prompt",)  # pipeline arguments replaced by the embeddings
 
     def __init__(self, pipe) -> None:
         self.pipe = pipe
+        self._signature = inspect.signature(type(pipe).__call__).parameters
 
     @classmethod
     def supports(cls, pipe) -> bool:
@@ -97,6 +102,26 @@ class FamilyAdapter(ABC):
     @property
     def device(self) -> torch.device:
         return self.pipe._execution_device
+
+    # -- the pipeline's own arguments ----------------------------------------------------------
+    def accepts(self, name: str) -> bool:
+        return name in self._signature
+
+    def arg(self, kwargs: dict, name: str, fallback: Any = None) -> Any:
+        """The value the pipeline's call will use for ``name``: the user's, else its own default."""
+        if name in kwargs:
+            return kwargs[name]
+        param = self._signature.get(name)
+        if param is None or param.default is inspect.Parameter.empty:
+            return fallback
+        return param.default
+
+    @property
+    def default_max_sequence_length(self) -> int:
+        return self.arg({}, "max_sequence_length", 256)
+
+    def max_sequence_length(self, kwargs: dict) -> int:
+        return self.arg(kwargs, "max_sequence_length", self.default_max_sequence_length)
 
     # -- prompts -------------------------------------------------------------------------------
     def clean_prompt(self, prompt: str) -> str:
@@ -109,11 +134,30 @@ class FamilyAdapter(ABC):
         """The encoders whose token rows the token intervention may scale."""
 
     @abstractmethod
-    def encode(self, prompts: list[str], max_sequence_length: int) -> Conditioning:
-        """Encode prompts exactly as the diffusers pipeline does."""
+    def encode_call(self, prompts: list[str], kwargs: dict) -> tuple[Conditioning, dict]:
+        """Encode ``prompts`` (and, under CFG, the negative prompts) with the pipeline's own
+        ``encode_prompt`` and the user's arguments, ``per_prompt_arg`` copies each.
+
+        Returns the prompts' conditioning and the pipeline arguments that carry everything else
+        (negative embeddings); the caller passes the conditioning through `embed_kwargs`."""
 
     @abstractmethod
-    def guidance_plan(self, guidance_scale: float, true_cfg_scale: float, negative_prompt) -> GuidancePlan: ...
+    def embed_kwargs(self, cond: Conditioning) -> dict:
+        """The pipeline arguments that hand it ``cond`` (``prompt_embeds=...``)."""
+
+    def encode_texts(self, texts: list[str], kwargs: dict) -> Conditioning:
+        """The positive branch's encoding of other texts (the contrast's negatives), same arguments."""
+        n = self.arg(kwargs, self.per_prompt_arg, 1) or 1
+        plain = {k: v for k, v in kwargs.items() if not k.startswith("negative_") and k not in self.text_args}
+        return self.encode_call(texts, {**plain, self.per_prompt_arg: n, **self._no_cfg()})[0]
+
+    def encode(self, prompts: list[str], max_sequence_length: int) -> Conditioning:
+        """Encode prompts exactly as the pipeline does (one copy each, no guidance branch)."""
+        return self.encode_call(prompts, {"max_sequence_length": max_sequence_length, **self._no_cfg()})[0]
+
+    def _no_cfg(self) -> dict:
+        """Call arguments that turn classifier-free guidance off (so no negative is encoded)."""
+        return {"guidance_scale": 1.0}
 
     @torch.no_grad()
     def pooled_embedding(self, prompts: list[str], max_sequence_length: int | None = None) -> torch.Tensor:
@@ -132,75 +176,44 @@ class FamilyAdapter(ABC):
         """Width of one row of the prompt embedding the denoiser reads."""
         return self.encode(["a"], self.default_max_sequence_length).embeds.shape[-1]
 
-    def with_guidance_scale_2(self, plan: GuidancePlan, guidance_scale_2: float) -> GuidancePlan:
-        """``plan`` with a separate CFG scale for the low-noise expert; one-denoiser families reject it."""
-        raise ValueError(f"guidance_scale_2 is for two-expert models; {type(self.pipe).__name__} has one denoiser")
-
-    def check_inputs(self, height: int, width: int, max_sequence_length: int) -> None:
-        """Raise the pipeline's own errors for bad sizes (default: nothing to check)."""
-
-    # -- latents and schedule -----------------------------------------------------------------
+    # -- guidance ------------------------------------------------------------------------------
     @abstractmethod
-    def default_size(self) -> tuple[int, int]: ...
+    def cfg_scale(self, kwargs: dict, denoiser: str) -> float | None:
+        """The CFG scale the pipeline applies to ``denoiser``'s predictions with these arguments;
+        None when it runs no classifier-free guidance."""
 
-    @abstractmethod
-    def prepare_latents(
-        self, batch: int, height: int, width: int, dtype, generator, latents, num_frames: int | None = None
-    ) -> Latents:
-        """Initial noise; ``num_frames`` is for video families (image families reject it)."""
+    def check_contrast(self, kwargs: dict) -> None:
+        """Raise when these arguments make the pipeline guide in a way the contrast cannot be folded
+        into exactly (default: standard CFG or none, always foldable)."""
 
-    def base_sigmas(self, num_steps: int, scheduler) -> np.ndarray | None:
-        """The unshifted sigma grid the pipeline passes to the scheduler (None: the scheduler's default)."""
-        return None
+    # -- schedule ------------------------------------------------------------------------------
+    def base_sigmas(self, num_steps: int, scheduler) -> np.ndarray:
+        """The unshifted sigma grid the pipeline's scheduler uses for ``num_steps`` steps."""
+        return np.linspace(scheduler.sigma_max, scheduler.sigma_min, num_steps)
 
-    def scheduler_mu(self, latents: Latents) -> float | None:
-        """``mu`` for dynamic time shifting (None when the scheduler shifts statically)."""
-        return None
+    # -- denoiser arguments ---------------------------------------------------------------------
+    def select_rows(self, name: str, value: Any, rows: torch.Tensor, batch: int) -> Any:
+        """``value``'s entries for ``rows`` when ``name`` is a per-sample denoiser argument of a call
+        of batch ``batch``; ``value`` itself when it is shared by the batch."""
+        if name in self.shared_kwargs:
+            return value
+        if isinstance(value, torch.Tensor):
+            return value[rows.to(value.device)] if value.ndim and value.shape[0] == batch else value
+        if isinstance(value, (list, tuple)) and value and all(isinstance(v, torch.Tensor) for v in value):
+            return type(value)(self.select_rows(name, v, rows, batch) for v in value)  # e.g. ControlNet residuals
+        if isinstance(value, list) and len(value) == batch:
+            return [value[int(i)] for i in rows]
+        return value
 
-    def timesteps(self, num_steps: int, latents: Latents, interventions: Interventions):
-        """A fresh scheduler (the pipeline's own class and config) and its timesteps for this call.
-
-        A fresh copy keeps the shared pipeline's scheduler untouched; the causality-aware schedule
-        enters only through the scheduler's API: an amplified ``shift``/``mu`` and a ``sigmas`` list.
-        """
-        config = dict(self.pipe.scheduler.config)
-        mu = self.scheduler_mu(latents)
-        overrides, mu = amplified_shift(config, interventions.shift_gain, mu)
-        scheduler = type(self.pipe.scheduler).from_config(config, **overrides)
-        sigmas = self.base_sigmas(num_steps, scheduler)
-        share = interventions.step_share
-        if share is not None and share != interventions.contrast_window:
-            if sigmas is None:
-                sigmas = np.linspace(scheduler.sigma_max, scheduler.sigma_min, num_steps)
-            sigmas = reallocate_sigmas(sigmas, interventions.contrast_window, share)
-        kwargs: dict[str, Any] = {}
-        if mu is not None:
-            kwargs["mu"] = mu
-        if sigmas is not None:
-            scheduler.set_timesteps(sigmas=np.asarray(sigmas), device=self.device, **kwargs)
-        else:
-            scheduler.set_timesteps(num_steps, device=self.device, **kwargs)
-        if hasattr(scheduler, "set_begin_index"):
-            scheduler.set_begin_index(0)
-        return scheduler, scheduler.timesteps
-
-    # -- denoiser and decoder -----------------------------------------------------------------
-    def cfg_scale_at(self, t: torch.Tensor, plan: GuidancePlan) -> float:
-        """Classifier-free guidance scale at timestep ``t`` (constant unless the family switches experts)."""
-        return plan.cfg_scale
-
-    @abstractmethod
-    def predict(
-        self, latents: torch.Tensor, t: torch.Tensor, cond: Conditioning, extras: dict, plan: GuidancePlan
-    ) -> torch.Tensor:
-        """One batched denoiser call; ``latents`` already repeated to ``len(cond)``."""
-
-    @abstractmethod
-    def decode(self, latents: torch.Tensor, height: int, width: int, output_type: str): ...
-
-    def _decode_image_latents(self, latents: torch.Tensor, output_type: str):
-        """Undo the VAE's latent normalisation (``scaling_factor``, ``shift_factor``), decode, postprocess."""
-        vae = self.pipe.vae
-        latents = latents / vae.config.scaling_factor + (vae.config.shift_factor or 0.0)
-        image = vae.decode(latents, return_dict=False)[0]
-        return self.pipe.image_processor.postprocess(image, output_type=output_type)
+    @staticmethod
+    def concat_rows(value: Any, extra: Any) -> Any:
+        """``value`` with the rows of ``extra`` appended (mirrors `select_rows`)."""
+        if extra is value:
+            return value
+        if isinstance(value, torch.Tensor):
+            return torch.cat([value, extra.to(value)])
+        if isinstance(value, (list, tuple)) and value and isinstance(value[0], torch.Tensor):
+            return type(value)(FamilyAdapter.concat_rows(v, e) for v, e in zip(value, extra))
+        if isinstance(value, list):
+            return value + list(extra)
+        return value

@@ -1,11 +1,12 @@
 """Model-agnostic intervention math: strengths in, tensors out."""
 
-from lina.interventions.guidance import ContrastiveGuidance, classifier_free, window_steps
+from lina.interventions.guidance import ClassifierFreeGuidance, ContrastiveGuidance, classifier_free, window_steps
 from lina.interventions.schedule import amplified_shift, reallocate_sigmas
 from lina.interventions.strengths import NEUTRAL, RANGES, Interventions
 from lina.interventions.token import scale_token_rows
 
 __all__ = [
+    "ClassifierFreeGuidance",
     "ContrastiveGuidance",
     "Interventions",
     "NEUTRAL",

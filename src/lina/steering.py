@@ -1,0 +1,217 @@
+"""How LINA steers a diffusers pipeline's own call: a denoiser hook and a scheduler override.
+
+Both are installed for one call and removed afterwards (even when the call raises), leaving the
+pipeline exactly as it was:
+
+- `ContrastHook`, a diffusers `ModelHook` on each denoiser, finds the conditional rows of a call
+  (the rows whose ``encoder_hidden_states`` are the prompt embeddings LINA handed the pipeline),
+  appends the contrast's negative branch for them to the same batched call while the step is inside
+  the window, and returns the conditional prediction with the contrast folded in
+  (`ContrastiveGuidance.fold`). Under a stateful diffusers cache (First Block Cache and friends) the
+  negative rows run as a call of their own under the cache context ``"lina_contrast"``, so that each
+  cache context keeps seeing one batch size.
+- `scheduler_override` swaps in a fresh scheduler built from the pipeline's config with the time
+  shift amplified (static ``shift`` / ``flow_shift``), and adjusts what the pipeline passes to its
+  ``set_timesteps``: ``mu`` for dynamic shifting, a reallocated ``sigmas`` grid for ``step_share``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers.hooks import HookRegistry, ModelHook
+
+from lina.interventions.guidance import ContrastiveGuidance, window_steps
+from lina.interventions.schedule import amplified_shift, reallocate_sigmas
+from lina.interventions.strengths import Interventions
+
+logger = logging.getLogger("lina")
+
+HOOK_NAME = "lina_contrast"
+
+
+def trajectory_position(scheduler) -> tuple[int, int]:
+    """(step, number of steps) of the call in progress, counted from the first step the pipeline runs
+    (img2img pipelines start part-way down the schedule through ``set_begin_index``)."""
+    begin = getattr(scheduler, "begin_index", None) or 0
+    index = getattr(scheduler, "step_index", None)
+    step = begin if index is None else index
+    return step - begin, len(scheduler.timesteps) - begin
+
+
+class ContrastHook(ModelHook):
+    """Adds the contrastive branch to a denoiser's calls and folds it into the conditional prediction.
+
+    cond_embeds: the prompt embeddings (M rows) the pipeline was given; negative: the contrast's
+    negative conditioning, one row each; beta, window: per-row strength and window fraction;
+    cfg_scale: the pipeline's CFG scale for this denoiser (None: no CFG).
+    """
+
+    def __init__(self, adapter, scheduler_of, cond_embeds: torch.Tensor, negative, beta: torch.Tensor,
+                 window: torch.Tensor, cfg_scale: float | None) -> None:
+        super().__init__()
+        self.adapter = adapter
+        self.scheduler_of = scheduler_of
+        self.cond_embeds = cond_embeds
+        self.negative = negative
+        self.beta = beta
+        self.window = window
+        self.cfg_scale = cfg_scale
+        self.unit = ContrastiveGuidance()
+        self.separate = False
+        self.applied = 0  # calls that carried the contrast
+
+    def initialize_hook(self, module):
+        self._parameters = inspect.signature(module.forward).parameters
+        self.separate = _has_stateful_hooks(module)
+        return module
+
+    # ------------------------------------------------------------------------------------------
+    def _conditional_offset(self, embeds: Any) -> int | None:
+        """Where the prompt's rows start in this call's text batch (the last match: SD3 puts them after the
+        unconditional rows), or None when this call is not the prompt's."""
+        if not isinstance(embeds, torch.Tensor):
+            return None
+        rows = self.cond_embeds.shape[0]
+        if embeds.shape[1:] != self.cond_embeds.shape[1:] or embeds.shape[0] < rows:
+            return None
+        target = self.cond_embeds.to(embeds.device, embeds.dtype)
+        for offset in reversed(range(0, embeds.shape[0] - rows + 1, rows)):
+            if torch.equal(embeds[offset : offset + rows], target):
+                return offset
+        return None
+
+    def _active_rows(self) -> list[int]:
+        step, total = trajectory_position(self.scheduler_of())
+        return [j for j in range(len(self.beta)) if self.beta[j] != 0 and step < window_steps(total, float(self.window[j]))]
+
+    def new_forward(self, module, *args, **kwargs):
+        forward = self.fn_ref.original_forward
+        if args:  # bind positional arguments to their names
+            kwargs = {**dict(zip(self._parameters, args)), **kwargs}
+        offset = self._conditional_offset(kwargs.get("encoder_hidden_states"))
+        active = self._active_rows() if offset is not None else []
+        if not active:
+            return forward(**kwargs)
+
+        batch = kwargs["hidden_states"].shape[0]
+        rows = torch.tensor([offset + j for j in active])
+        negative = self.negative[torch.tensor(active)]
+        extra = {}
+        for name, value in kwargs.items():
+            field = self.adapter.text_kwargs.get(name)
+            replacement = _field(negative, field) if field is not None and value is not None else None
+            if replacement is not None:
+                extra[name] = replacement.to(value.device, value.dtype)
+            else:
+                extra[name] = self.adapter.select_rows(name, value, rows, batch)
+        if self.separate:
+            output = forward(**kwargs)
+            with module.cache_context(HOOK_NAME):
+                negative_pred = _prediction(forward(**extra))
+            prediction = _prediction(output)
+        else:
+            merged = {name: self.adapter.concat_rows(value, extra[name]) for name, value in kwargs.items()}
+            output = forward(**merged)
+            full = _prediction(output)
+            prediction, negative_pred = full[:batch], full[batch:]
+        beta = self.beta[torch.tensor(active)].to(prediction.device)
+        folded = self.unit.fold(prediction[rows], negative_pred, self.cfg_scale, beta=beta)
+        prediction = prediction.clone()
+        prediction[rows.to(prediction.device)] = folded.to(prediction.dtype)
+        self.applied += 1
+        return _with_prediction(output, prediction)
+
+
+def _field(cond, name: str) -> torch.Tensor | None:
+    return cond.extras[name] if name in cond.extras else getattr(cond, name)
+
+
+def _prediction(output) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output.sample
+
+
+def _with_prediction(output, prediction: torch.Tensor):
+    if isinstance(output, tuple):
+        return (prediction,) + tuple(output[1:])
+    output.sample = prediction
+    return output
+
+
+def _has_stateful_hooks(module: torch.nn.Module) -> bool:
+    registries = [m._diffusers_hook for m in module.modules() if hasattr(m, "_diffusers_hook")]
+    return any(hook._is_stateful for registry in registries for hook in registry.hooks.values())
+
+
+@contextlib.contextmanager
+def hooked(modules: dict[str, torch.nn.Module], hooks: dict[str, ContrastHook]) -> Iterator[None]:
+    """Register ``hooks[name]`` on ``modules[name]`` for the duration; restore each module afterwards."""
+    installed = []
+    try:
+        for name, hook in hooks.items():
+            module = modules[name]
+            state = ("_diffusers_hook" in module.__dict__, "forward" in module.__dict__, module.__dict__.get("forward"))
+            HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, HOOK_NAME)
+            installed.append((module, state))
+        yield
+    finally:
+        for module, (had_registry, had_forward, forward) in reversed(installed):
+            module._diffusers_hook.remove_hook(HOOK_NAME, recurse=False)
+            if not had_registry:
+                del module._diffusers_hook
+            if had_forward:
+                module.forward = forward
+            else:
+                module.__dict__.pop("forward", None)
+
+
+# -- the causality-aware schedule ---------------------------------------------------------------
+@contextlib.contextmanager
+def scheduler_override(pipe, adapter, setting: Interventions) -> Iterator[None]:
+    """Run the pipeline with a fresh scheduler of the same class and config, its time shift amplified
+    by ``setting.shift_gain`` and its sigmas reallocated by ``setting.step_share``; the pipeline's own
+    scheduler is put back afterwards."""
+    if not setting.uses_schedule:
+        yield
+        return
+    original = pipe.scheduler
+    config = dict(original.config)
+    dynamic = config.get("use_dynamic_shifting", False)
+    overrides = {} if dynamic else amplified_shift(config, setting.shift_gain)[0]
+    fresh = type(original).from_config(config, **overrides)
+    fresh.set_timesteps = _steered_set_timesteps(fresh, adapter, setting, config if dynamic else None)
+    pipe.scheduler = fresh
+    try:
+        yield
+    finally:
+        pipe.scheduler = original
+
+
+def _steered_set_timesteps(scheduler, adapter, setting: Interventions, dynamic_config: dict | None):
+    original = scheduler.set_timesteps
+    share = setting.step_share if setting.step_share != setting.contrast_window else None
+    names = inspect.signature(original).parameters
+
+    @functools.wraps(original)
+    def set_timesteps(*args, **kwargs):
+        kwargs = {**dict(zip(names, args)), **kwargs}
+        if dynamic_config is not None and kwargs.get("mu") is not None:
+            kwargs["mu"] = amplified_shift(dynamic_config, setting.shift_gain, kwargs["mu"])[1]
+        if share is not None:
+            sigmas = kwargs.get("sigmas")
+            if kwargs.get("timesteps") is not None:
+                raise ValueError("step_share reallocates sigmas; pass `sigmas`, not `timesteps`, with it")
+            if sigmas is None:
+                sigmas = adapter.base_sigmas(kwargs["num_inference_steps"], scheduler)
+            kwargs["sigmas"] = reallocate_sigmas(np.asarray(sigmas, dtype=np.float64), setting.contrast_window, share)
+            kwargs["num_inference_steps"] = None if "sigmas" in names else kwargs.get("num_inference_steps")
+        return original(**kwargs)
+
+    return set_timesteps
