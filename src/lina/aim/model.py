@@ -28,16 +28,11 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from lina.aim.features import FEATURE_NAMES, ROLES, csg_features, relation_roles
-from lina.interventions.strengths import NEUTRAL, Interventions
+from lina.interventions.strengths import AIM_BOUNDS, NEUTRAL, Interventions
 from lina.prompts.csg import CSG
 
 # Range each predicted strength lives in; predictions are affine images of a sigmoid on these.
-DEFAULT_BOUNDS: dict[str, tuple[float, float]] = {
-    "token_scale": (0.5, 3.0),
-    "contrast": (0.0, 10.0),
-    "contrast_window": (0.05, 1.0),
-    "shift_gain": (1.0, 4.0),
-}
+DEFAULT_BOUNDS: dict[str, tuple[float, float]] = dict(AIM_BOUNDS)
 
 
 MODEL_CARD = """

@@ -20,19 +20,14 @@ from typing import Any
 
 import torch
 
-from lina.interventions.strengths import NEUTRAL, Interventions
+from lina.interventions.strengths import NEUTRAL, SEARCH_GRID, Interventions
 from lina.judges.base import Judge
 from lina.prompts.csg import CSG
 from lina.records import ShardedJsonl, read_shards
 
 logger = logging.getLogger("lina")
 
-DEFAULT_GRID: dict[str, tuple[Any, ...]] = {
-    "contrast": (0.0, 1.0, 2.0, 4.0, 6.0),
-    "contrast_window": (0.1, 0.25, 0.5, 1.0),
-    "token_scale": (1.0, 1.5, 2.0, 2.5),
-    "shift_gain": (1.0, 1.5, 2.0, 3.0),
-}
+DEFAULT_GRID: dict[str, tuple[Any, ...]] = dict(SEARCH_GRID)
 TIE_BREAK = 1e-3  # weight of the mean judge score next to the pass rate
 
 

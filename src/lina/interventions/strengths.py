@@ -8,14 +8,67 @@ from typing import Any
 
 CONTRAST_PROMPTS = ("neutral", "counterfactual", "empty")
 
-# Valid range of every numeric strength: (low, high). The neutral value of each is documented on the field.
-RANGES: dict[str, tuple[float, float]] = {
-    "token_scale": (0.0, 4.0),
-    "contrast": (0.0, 20.0),
-    "contrast_window": (0.0, 1.0),
-    "shift_gain": (0.1, 10.0),
-    "step_share": (0.0, 1.0),
+
+@dataclass(frozen=True)
+class Strength:
+    """One numeric strength, described once: everything else (validation, the AIM's output ranges, the
+    search grid, the CLI flags and their help) is generated from `STRENGTHS`.
+
+    neutral: the value that changes nothing; valid: the accepted range; aim: the range the AIM
+    predicts in (None: not predicted); grid: the values the coordinate-descent search tries (None: not
+    searched); cli: the default of the ``lina generate`` flag (None: off unless given).
+    """
+
+    name: str
+    neutral: float | None
+    valid: tuple[float, float]
+    help: str
+    aim: tuple[float, float] | None = None
+    grid: tuple[float, ...] | None = None
+    cli: float | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+STRENGTHS: tuple[Strength, ...] = (
+    Strength("token_scale", 1.0, (0.0, 4.0), "factor on the relation tokens' embedding rows, per encoder",
+             aim=(0.5, 3.0), grid=(1.0, 1.5, 2.0, 2.5), cli=1.8),
+    Strength("contrast", 0.0, (0.0, 20.0), "beta in v = guide(v_u, v_c) + beta (v_c - v_neg)",
+             aim=(0.0, 10.0), grid=(0.0, 1.0, 2.0, 4.0, 6.0), cli=3.0),
+    Strength("contrast_window", 0.25, (0.0, 1.0), "fraction of the steps, from the start, with the contrastive branch",
+             aim=(0.05, 1.0), grid=(0.1, 0.25, 0.5, 1.0), cli=0.25),
+    Strength("shift_gain", 1.0, (0.1, 10.0), "factor k on the flow-matching time shift, s -> k s",
+             aim=(1.0, 4.0), grid=(1.0, 1.5, 2.0, 3.0), cli=2.0),
+    Strength("step_share", None, (0.0, 1.0),
+             "explicit sigma reallocation: share of the steps spent in the first contrast_window"),
+)
+SEARCH_ORDER = ("contrast", "contrast_window", "token_scale", "shift_gain")  # coordinate descent visits them so
+
+# Valid range of every numeric strength: (low, high).
+RANGES: dict[str, tuple[float, float]] = {s.name: s.valid for s in STRENGTHS}
+# Range each strength the AIM predicts lives in.
+AIM_BOUNDS: dict[str, tuple[float, float]] = {s.name: s.aim for s in STRENGTHS if s.aim is not None}
+# The values the search tries, in the order it visits the strengths.
+SEARCH_GRID: dict[str, tuple[float, ...]] = {
+    name: next(s.grid for s in STRENGTHS if s.name == name) for name in SEARCH_ORDER
 }
+
+
+_NEUTRAL = {s.name: s.neutral for s in STRENGTHS}
+
+
+def strengths_table() -> str:
+    """The strengths as a Markdown table (the README's)."""
+    rows = ["| field | meaning | neutral | range | AIM range | search grid |", "|---|---|---|---|---|---|"]
+    for s in STRENGTHS:
+        aim = "-" if s.aim is None else f"[{s.aim[0]:g}, {s.aim[1]:g}]"
+        grid = "-" if s.grid is None else ", ".join(f"{v:g}" for v in s.grid)
+        rows.append(f"| `{s.name}` | {s.help} | {s.neutral} | [{s.valid[0]:g}, {s.valid[1]:g}] | {aim} | {grid} |")
+    rows.append(f"| `contrast_prompt` | the contrast's negative | `\"neutral\"` | {', '.join(CONTRAST_PROMPTS)} | "
+                "chosen per prompt | - |")
+    return "\n".join(rows)
 
 
 @dataclass(frozen=True)
@@ -35,14 +88,16 @@ class Interventions:
         ``contrast_window`` of the trajectory (None = off; equal to contrast_window is the identity).
     """
 
-    token_scale: float = 1.0
-    contrast: float = 0.0
-    contrast_window: float = 0.25
-    shift_gain: float = 1.0
+    token_scale: float = _NEUTRAL["token_scale"]
+    contrast: float = _NEUTRAL["contrast"]
+    contrast_window: float = _NEUTRAL["contrast_window"]
+    shift_gain: float = _NEUTRAL["shift_gain"]
     contrast_prompt: str = "neutral"
-    step_share: float | None = None
+    step_share: float | None = _NEUTRAL["step_share"]
 
     def __post_init__(self) -> None:
+        if {f.name for f in fields(self)} - {"contrast_prompt"} != set(RANGES):
+            raise TypeError("every numeric Interventions field needs a row in STRENGTHS")
         for name, (low, high) in RANGES.items():
             value = getattr(self, name)
             if value is None and name == "step_share":
