@@ -12,6 +12,7 @@ app = typer.Typer(help="LINA: steer diffusion models toward the relations and ph
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
 
 from lina.aim.cli import aim_app, search_app
+from lina.cli_options import strength_options
 from lina.benchmarks.cli import evaluate
 from lina.lisa.cli import app as lisa_app
 from lina.world.cli import app as world_app
@@ -34,15 +35,12 @@ def _load(model: str, dtype: str, device: Optional[str]):
 
 
 @app.command()
+@strength_options(use_cli_defaults=True)
 def generate(
     prompt: Annotated[str, typer.Argument(help="What to generate, e.g. 'a red ball on a small mirror'.")],
     model: Annotated[str, typer.Option(help=f"Hub id or local path of a diffusers SD3/SD3.5/FLUX pipeline, or '{TINY}'.")] = TINY,
     out: Annotated[Path, typer.Option(help="Output PNG.")] = Path("lina.png"),
-    token_scale: Annotated[float, typer.Option(help="Scale of the relation tokens' embeddings (1 = off).")] = 1.8,
-    contrast: Annotated[float, typer.Option(help="Contrastive guidance strength beta (0 = off).")] = 3.0,
-    contrast_window: Annotated[float, typer.Option(help="Fraction of the steps, from the start, with contrast.")] = 0.25,
-    contrast_prompt: Annotated[str, typer.Option(help="Negative of the contrast: neutral or counterfactual.")] = "neutral",
-    shift_gain: Annotated[float, typer.Option(help="Factor on the flow-matching time shift (1 = off).")] = 2.0,
+    strengths: dict | None = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     steps: Annotated[Optional[int], typer.Option(help="Denoising steps (default: the family's).")] = None,
     guidance: Annotated[Optional[float], typer.Option(help="Guidance scale (default: the family's).")] = None,
@@ -62,8 +60,7 @@ def generate(
     from lina import Interventions
     from lina.pipeline import LinaPipeline
 
-    interventions = Interventions(token_scale=token_scale, contrast=contrast, contrast_window=contrast_window,
-                                  shift_gain=shift_gain, contrast_prompt=contrast_prompt)
+    interventions = Interventions(**strengths)
     lina = LinaPipeline.from_pipe(_load(model, dtype, device))
     kwargs = dict(num_inference_steps=steps, guidance_scale=guidance, height=height, width=width)
     if video:

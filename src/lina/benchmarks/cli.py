@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 
+from lina.cli_options import strength_options
 from lina.interventions.strengths import NEUTRAL, Interventions
 
 BENCHMARKS = ("winoground", "pap", "testbed")
@@ -60,6 +61,7 @@ def make_generate_fn(lina, interventions: Optional[Interventions], csg_of: Optio
     return generate
 
 
+@strength_options()
 def evaluate(
     benchmark: str = typer.Option(..., help="winoground, pap or testbed."),
     out: Path = typer.Option(..., help="Output folder (records, images, summary.json, report.html)."),
@@ -69,11 +71,7 @@ def evaluate(
     data: Optional[Path] = typer.Option(None, help="Local dataset folder (winoground, pap)."),
     subset: str = typer.Option("all", help="pap: all, ood or in_distribution; testbed: all, ood, train or a fold such as ood:0/2."),
     aim: Optional[Path] = typer.Option(None, help="A trained AIM: LINA strengths predicted per prompt."),
-    token_scale: Optional[float] = typer.Option(None, help="Fixed strengths instead of an AIM (unset = neutral)."),
-    contrast: Optional[float] = typer.Option(None),
-    contrast_window: Optional[float] = typer.Option(None),
-    contrast_prompt: Optional[str] = typer.Option(None),
-    shift_gain: Optional[float] = typer.Option(None),
+    strengths: Optional[dict] = None,
     seeds: int = typer.Option(1, help="Seeds per prompt (0..N-1)."),
     limit: Optional[int] = typer.Option(None, help="Only the first N items."),
     per_category: int = typer.Option(48, help="testbed: samples per category and split."),
@@ -91,8 +89,7 @@ def evaluate(
     from lina.sources import load_judge, load_model
 
     state = launch_state()
-    fixed = {k: v for k, v in dict(token_scale=token_scale, contrast=contrast, contrast_window=contrast_window,
-                                   contrast_prompt=contrast_prompt, shift_gain=shift_gain).items() if v is not None}
+    fixed = dict(strengths or {})  # fixed strengths instead of an AIM; unset ones stay neutral
     if fixed and aim is not None:
         raise ValueError("give either --aim or fixed strengths (--token-scale, --contrast, ...), not both")
     if not fixed and aim is None:
