@@ -39,3 +39,11 @@ def test_every_strength_is_a_cli_flag_with_the_tables_help(command):
         assert s.help.split()[1] in option.help
         assert option.default == (s.cli if command == "generate" else None)
     assert "contrast_prompt" in params
+
+
+def test_the_readme_shows_the_tables_strengths():
+    from pathlib import Path
+
+    from lina.interventions.strengths import strengths_table
+
+    assert strengths_table() in (Path(__file__).parents[1] / "README.md").read_text()
