@@ -42,16 +42,14 @@ def _shard() -> tuple[int, int]:
 def _scorer(model: str, judge: str, judge_model: Optional[str], out: Path, seeds: range, steps: Optional[int],
             guidance: Optional[float], dtype: str, device: Optional[str], shard: int, save_images: bool):
     from lina.aim.search import JudgedScorer
+    from lina.loading import sampling_defaults
     from lina.pipeline import LinaPipeline
     from lina.sources import load_judge, load_model
 
     pipe = load_model(model, dtype=dtype, device=device)
     pipe.set_progress_bar_config(disable=True)
     kwargs = {k: v for k, v in dict(num_inference_steps=steps, guidance_scale=guidance).items() if v is not None}
-    if model == "testbed":
-        from lina.benchmarks.demo import DEFAULT_SETTINGS
-
-        kwargs = {**DEFAULT_SETTINGS, **kwargs}
+    kwargs = {**sampling_defaults(pipe), **kwargs}
     return JudgedScorer(
         LinaPipeline.from_pipe(pipe), load_judge(judge, judge_model, device=device), out, seeds=seeds,
         shard_index=shard, image_dir=out / "images" if save_images else None, **kwargs,

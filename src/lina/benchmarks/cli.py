@@ -86,6 +86,7 @@ def evaluate(
 ) -> None:
     """Generate baseline and LINA images for every prompt and seed, judge them, and report."""
     from lina.benchmarks.runner import finalize_eval, run_eval
+    from lina.loading import sampling_defaults
     from lina.pipeline import LinaPipeline
     from lina.records import launch_state
     from lina.sources import load_judge, load_model
@@ -109,10 +110,7 @@ def evaluate(
     setting = NEUTRAL.replace(**fixed) if fixed else None
     kwargs = {k: v for k, v in dict(num_inference_steps=steps, guidance_scale=guidance, height=height,
                                     width=width).items() if v is not None}
-    if model == "testbed":
-        from lina.benchmarks.demo import DEFAULT_SETTINGS
-
-        kwargs = {**DEFAULT_SETTINGS, **kwargs}
+    kwargs = {**sampling_defaults(pipe), **kwargs}
     judge_obj = load_judge(judge, judge_model, device=device or state.device.type)
     csg_of = {item.prompt: item.csg for item in items} if benchmark == "testbed" else None
     run_eval(items, make_generate_fn(lina, setting, csg_of, **kwargs), judge_obj, out, seeds=range(seeds), methods=METHODS,

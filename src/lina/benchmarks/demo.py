@@ -17,12 +17,10 @@ from typing import Any
 from lina.benchmarks.metrics import bootstrap_ci
 from lina.interventions.strengths import Interventions
 
-from lina.world.model import DEFAULT_CHECKPOINT, MAX_SEQUENCE_LENGTH
+from lina.loading import TESTBED_AIM, sampling_defaults
 
 SPLIT_OF_SUBSET = {"ood": "ood", "in_distribution": "train"}
-# How the testbed model samples: its encoders were trained on 12-token prompts.
-DEFAULT_SETTINGS = {"num_inference_steps": 24, "guidance_scale": 5.0, "max_sequence_length": MAX_SEQUENCE_LENGTH}
-SHIPPED_AIM = DEFAULT_CHECKPOINT.parent / "testbed_aim"
+SHIPPED_AIM = TESTBED_AIM
 METHODS = ("baseline", "lina")
 
 # Fixed strengths used when no AIM is shipped or given (the best single setting on the train split).
@@ -111,7 +109,7 @@ def run_demo(
         else:
             interventions = DEFAULT_STRENGTHS
     lina = LinaPipeline.from_pipe(pipe, aim=aim_model)
-    settings = dict(DEFAULT_SETTINGS)
+    settings = sampling_defaults(pipe)  # the model's own: 12-token prompts, 24 steps, guidance 5
     if num_inference_steps is not None:
         settings["num_inference_steps"] = num_inference_steps
     if guidance_scale is not None:

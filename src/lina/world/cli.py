@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from lina.world.model import DEFAULT_CHECKPOINT
+from lina.loading import TESTBED_MODEL
 from lina.world.scenes import RARE_WEIGHT, world_split
 
 app = typer.Typer(help="The synthetic testbed world: its prompts and the text-to-image model trained on it.", no_args_is_help=True)
@@ -32,7 +32,7 @@ def prompts(
 
 @app.command()
 def train(
-    output: Path = typer.Option(DEFAULT_CHECKPOINT, help="Where to save the trained pipeline."),
+    output: Path = typer.Option(TESTBED_MODEL, help="Where to save the trained pipeline."),
     work_dir: Path = typer.Option(Path("runs/testbed"), help="Checkpoints; rerun with the same options to resume."),
     steps: int = typer.Option(8000, help="Transformer training steps."),
     anneal_steps: int = typer.Option(4000, help="Final steps over which the learning rate decays (cosine)."),

@@ -32,7 +32,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lina.prompts.csg import CSG, Entity
-from lina.world.model import MAX_SEQUENCE_LENGTH, build_testbed_pipeline
+from lina.loading import write_sampling_defaults
+from lina.world.model import MAX_SEQUENCE_LENGTH, SAMPLING, build_testbed_pipeline
 from lina.world.render import render
 from lina.world.scenes import RARE_WEIGHT, Cell, cell_prompts, neutral_prompt, sample_world, world_prompts
 from lina.world.vocabulary import CATEGORIES, COLORS, SHAPES
@@ -425,6 +426,7 @@ def train_testbed(
     trainer = _Trainer(config, work_dir, progress)
     pipe = trainer.run()
     pipe.save_pretrained(output)
+    write_sampling_defaults(output, SAMPLING)
     plot_losses(trainer.state.losses, work_dir / "loss_curve.png")
     final = trainer.state.losses["transformer"][-100:]
     return {
