@@ -352,17 +352,16 @@ def train(
 
 @aim_app.command()
 def predict(
-    aim_path: Annotated[Path, typer.Argument(help="A trained AIM folder.")],
+    aim_path: Annotated[Path, typer.Argument(help="A trained AIM folder, or 'testbed' for the shipped testbed AIM.")],
     prompt: Annotated[list[str], typer.Argument(help="One or more prompts.")],
     model: Model = "testbed",
     dtype: str = "float32",
     device: Optional[str] = None,
 ) -> None:
-    """Print the strengths an AIM predicts for prompts."""
-    from lina.aim import AIM
+    """Print the strengths an AIM predicts for prompts: one JSON object per prompt and line on stdout."""
     from lina.pipeline import LinaPipeline
-    from lina.sources import load_model
+    from lina.sources import load_aim, load_model
 
-    lina = LinaPipeline.from_pipe(load_model(model, dtype=dtype, device=device), aim=AIM.from_pretrained(aim_path))
+    lina = LinaPipeline.from_pipe(load_model(model, dtype=dtype, device=device), aim=load_aim(aim_path))
     for text, setting in zip(prompt, lina.aim.predict(prompt)):
-        typer.echo(f"{json.dumps(setting.to_dict())}  {text}")
+        typer.echo(json.dumps({"prompt": text, "interventions": setting.to_dict()}))

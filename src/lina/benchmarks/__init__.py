@@ -4,9 +4,9 @@ from typing import TYPE_CHECKING
 
 from lina._lazy import lazy_exports
 from lina.benchmarks.items import EvalItem
-from lina.benchmarks.metrics import Estimate, bootstrap_ci, summarize, write_summary
 
 if TYPE_CHECKING:
+    from lina.benchmarks.metrics import Estimate, bootstrap_ci, summarize, write_summary
     from lina.benchmarks.pap import MaskCheck, OodRule, PapData, PapRow, csg_from_metadata, load_pap, reflection_check
     from lina.benchmarks.report import write_report
     from lina.benchmarks.runner import finalize_eval, read_records, record_key, run_eval
@@ -34,8 +34,9 @@ __all__ = [
     "write_report",
     "write_summary",
 ]
-# Loaders, runner and report import pyarrow, datasets or matplotlib; they load when first used.
+# Metrics, loaders, runner and report import numpy, pyarrow, datasets or matplotlib; they load when first used.
 __getattr__, __dir__ = lazy_exports(__name__, {
+    "Estimate": "metrics", "bootstrap_ci": "metrics", "summarize": "metrics", "write_summary": "metrics",
     "MaskCheck": "pap", "OodRule": "pap", "PapData": "pap", "PapRow": "pap", "csg_from_metadata": "pap",
     "load_pap": "pap", "reflection_check": "pap", "write_report": "report", "finalize_eval": "runner",
     "read_records": "runner", "record_key": "runner", "run_eval": "runner", "WinogroundData": "winoground",

@@ -15,6 +15,7 @@ import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
+from lina._logs import quiet_loading
 from lina.loading import TESTBED_MODEL
 from lina.testing import tiny_clip_tokenizer, tiny_t5_tokenizer
 from lina.world.vocabulary import WORDS
@@ -130,7 +131,8 @@ def load_testbed_pipeline(path: str | Path | None = None) -> StableDiffusion3Pip
         ).is_file():
             raise FileNotFoundError(f"testbed checkpoint {path} lacks the {name} weights; rebuild it with `{REBUILD_COMMAND}`")
     try:
-        pipe = StableDiffusion3Pipeline.from_pretrained(path, local_files_only=True)
+        with quiet_loading():
+            pipe = StableDiffusion3Pipeline.from_pretrained(path, local_files_only=True)
     except Exception as error:  # safetensors/transformers/diffusers raise many types on damaged files
         raise ValueError(f"could not load the testbed checkpoint at {path} ({error}); rebuild it with `{REBUILD_COMMAND}`") from error
     return pipe.to("cpu")
