@@ -14,7 +14,7 @@ import typer
 app = typer.Typer(help="LINA: steer diffusion models toward the relations and physics a prompt asks for.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
 
-from lina.aim.cli import aim_app, search_app
+from lina.aim.cli import Threads, aim_app, search_app
 from lina.benchmarks.cli import evaluate
 from lina.lisa.cli import app as lisa_app
 from lina.world.cli import app as world_app
@@ -136,10 +136,6 @@ def generate(
     typer.echo(f"wrote {out}")
 
 
-Threads = Annotated[Optional[int], typer.Option(
-    help="CPU threads for torch (default: OMP_NUM_THREADS if set, else the cores not busy now).")]
-
-
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder (report.html, summary.json, demo.json, images).")] = Path("lina-demo"),
@@ -155,7 +151,11 @@ def demo(
 
     typer.echo(f"torch threads: {set_threads(threads)}", err=True)
     payload = run_demo(out, aim=aim, seeds=seeds, per_category=per_category, json_path=json_path)
-    typer.echo(f"LINA strengths: {payload['settings']['lina']}")
+    lina_setting = payload["settings"]["lina"]
+    if isinstance(lina_setting, str):
+        typer.echo(f"LINA: {lina_setting} (strengths predicted per prompt; the report lists them per category)")
+    else:
+        typer.echo(f"LINA strengths: {lina_setting}")
     typer.echo(format_table(payload["results"]))
     typer.echo(f"report: {payload['report']}")
 

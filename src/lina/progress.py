@@ -26,12 +26,15 @@ class _Lines:
 
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
+        self.last = ""
 
     def write(self, text: str) -> int:
         line = text.replace("\r", "").rstrip()
-        if line:
+        count = line.split(" [", 1)[0]  # "images: 3/10 (30%)": a closing redraw repeats the last count
+        if line and count != self.last:
             self.stream.write(line + "\n")
             self.flush()
+            self.last = count
         return len(text)
 
     def flush(self) -> None:

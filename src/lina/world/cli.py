@@ -6,6 +6,7 @@ import json
 import shutil
 from enum import Enum
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -42,10 +43,12 @@ def train(
     batch_size: int = typer.Option(64),
     rare_weight: float = typer.Option(RARE_WEIGHT, help="Weight of each rare cell relative to a common one."),
     seed: int = typer.Option(0),
-    threads: int = typer.Option(2, help="torch threads; set it to the free cores."),
+    threads: Optional[int] = typer.Option(
+        None, help="CPU threads for torch (default: OMP_NUM_THREADS if set, else the cores not busy now)."),
     loss_plot: Path | None = typer.Option(None, help="Also copy the loss-curve PNG here."),
 ) -> None:
     """Train the testbed model (autoencoder, text encoders, transformer), resumable, and save it."""
+    from lina.runtime import default_threads
     from lina.world.train import TrainConfig, train_testbed
 
     config = TrainConfig(
@@ -57,7 +60,7 @@ def train(
         steps=steps,
         anneal_steps=anneal_steps,
         batch_size=batch_size,
-        threads=threads,
+        threads=threads or default_threads(),
     )
     summary = train_testbed(output, work_dir, config)
     if loss_plot is not None:
