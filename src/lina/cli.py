@@ -94,6 +94,7 @@ def generate(
     aim_path = aim if aim is not None else (None if fixed else default_aim(model))
     interventions = None if aim_path is not None else Interventions(**{**GENERATE_STRENGTHS, **fixed})
     pipe = _load(model, dtype, device)
+    pipe.set_progress_bar_config(disable=None)  # the steps' bar on a terminal only
     aim_model = load_aim(aim_path) if aim_path is not None else None
     lina = LinaPipeline.from_pipe(pipe, aim=aim_model)
     given = dict(num_inference_steps=steps, guidance_scale=guidance, max_sequence_length=max_sequence_length,

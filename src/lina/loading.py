@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -85,15 +86,18 @@ def load_pipeline(model: str | Path, dtype: str | torch.dtype = "float32", devic
     torch_dtype = parse_dtype(dtype)
     from diffusers import DiffusionPipeline
 
-    if looks_local:
-        pipe = DiffusionPipeline.from_pretrained(str(path.expanduser()), torch_dtype=torch_dtype)
-    else:
-        with _held_back_logs("diffusers") as held:
-            try:
-                pipe = DiffusionPipeline.from_pretrained(str(model), torch_dtype=torch_dtype)
-            except OSError as error:
-                held.clear()  # "couldn't connect, trying the cache": the error below says it all
-                raise ModelNotFoundError(_missing_model_message(str(model), error)) from None
+    with warnings.catch_warnings():
+        # Newer diffusers rename `torch_dtype` to `dtype`; the versions lina supports all take `torch_dtype`.
+        warnings.filterwarnings("ignore", message="`torch_dtype` is deprecated", category=FutureWarning)
+        if looks_local:
+            pipe = DiffusionPipeline.from_pretrained(str(path.expanduser()), torch_dtype=torch_dtype)
+        else:
+            with _held_back_logs("diffusers") as held:
+                try:
+                    pipe = DiffusionPipeline.from_pretrained(str(model), torch_dtype=torch_dtype)
+                except OSError as error:
+                    held.clear()  # "couldn't connect, trying the cache": the error below says it all
+                    raise ModelNotFoundError(_missing_model_message(str(model), error)) from None
     return pipe.to(device or default_device())
 
 
@@ -102,13 +106,15 @@ def _missing_model_message(model: str, error: OSError) -> str:
     while cause is not None:
         causes.append(cause)
         cause = cause.__cause__ or cause.__context__
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+    from huggingface_hub import constants
+
+    offline = bool(constants.HF_HUB_OFFLINE)
     unreachable = offline or any("connect" in type(c).__name__.lower() or isinstance(c, ConnectionError) for c in causes)
     reason = ("it is not in the local Hugging Face cache and the hub cannot be reached" if unreachable
               else str(error).strip().splitlines()[0][:200])
     return (f"cannot load {model}: {reason}. Download it on a machine with network access: "
             f"`hf download {model}` (for a gated model, accept its license on https://huggingface.co/{model} "
-            f"and run `hf auth login` first), then rerun, or pass the path of a local copy")
+            f"and run `hf auth login` first), then rerun, or pass the path of a local copy.")
 
 
 @contextmanager
