@@ -50,15 +50,16 @@ def main() -> None:
 
     from tqdm.auto import tqdm
 
-    from lina.benchmarks.demo import DEFAULT_SETTINGS
+    from lina.loading import sampling_defaults
     from lina.judges.testbed import TestbedJudge
     from lina.pipeline import LinaPipeline
     from lina.world.model import load_testbed_pipeline
 
     pipe = load_testbed_pipeline()
+    sampling = sampling_defaults(pipe)
     pipe.set_progress_bar_config(disable=True)
     scorer = JudgedScorer(LinaPipeline.from_pipe(pipe), TestbedJudge(), args.eval, seeds=range(args.seeds),
-                          **DEFAULT_SETTINGS)
+                          **sampling)
     hard = [p for p, _ in read_hard_cases(args.search)]
     seeds = range(SEARCH_FIRST_SEED, SEARCH_FIRST_SEED + args.search_seeds)
     table = gain_table(read_candidates(args.search), hard, seeds, min_prompts=1)

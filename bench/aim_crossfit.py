@@ -81,12 +81,13 @@ def main() -> None:
     from tqdm.auto import tqdm
 
     from lina.adapters import adapter_for
-    from lina.benchmarks.demo import DEFAULT_SETTINGS
+    from lina.loading import sampling_defaults
     from lina.judges.testbed import TestbedJudge
     from lina.pipeline import LinaPipeline
     from lina.world.model import load_testbed_pipeline
 
     pipe = load_testbed_pipeline()
+    sampling = sampling_defaults(pipe)
     pipe.set_progress_bar_config(disable=True)
     lina = LinaPipeline.from_pipe(pipe)
     adapter = adapter_for(pipe)
@@ -95,8 +96,8 @@ def main() -> None:
     eval_seeds = range(args.eval_first_seed, args.eval_first_seed + args.seeds)
     if set(eval_seeds) & set(search_seeds):
         parser.error(f"evaluation seeds {eval_seeds.start}..{eval_seeds.stop - 1} overlap the search seeds")
-    tuner = JudgedScorer(lina, judge, args.search, seeds=search_seeds, **DEFAULT_SETTINGS)
-    evaluator = JudgedScorer(lina, judge, args.out / "eval", seeds=eval_seeds, **DEFAULT_SETTINGS)
+    tuner = JudgedScorer(lina, judge, args.search, seeds=search_seeds, **sampling)
+    evaluator = JudgedScorer(lina, judge, args.out / "eval", seeds=eval_seeds, **sampling)
     records = read_search_results(args.search, seeds=search_seeds)
     hard = read_hard_cases(args.search)
     csg_of = dict(hard)

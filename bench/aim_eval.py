@@ -30,16 +30,17 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from lina.adapters import adapter_for
-    from lina.benchmarks.demo import DEFAULT_SETTINGS
+    from lina.loading import sampling_defaults
     from lina.judges.testbed import TestbedJudge
     from lina.pipeline import LinaPipeline
     from lina.world.model import load_testbed_pipeline
 
     pipe = load_testbed_pipeline()
+    sampling = sampling_defaults(pipe)
     pipe.set_progress_bar_config(disable=True)
     adapter = adapter_for(pipe)
     scorer = JudgedScorer(LinaPipeline.from_pipe(pipe), TestbedJudge(), args.eval, seeds=range(args.seeds),
-                          **DEFAULT_SETTINGS)
+                          **sampling)
     items = {s.prompt: s.csg for s in world_split(args.split)}
     prompts = list(items)
     print(f"| AIM | {args.split} success, {len(prompts)} prompts x {args.seeds} seeds (95% CI) |\n|---|---|")

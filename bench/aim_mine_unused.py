@@ -39,7 +39,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from lina.benchmarks.demo import DEFAULT_SETTINGS
+    from lina.loading import sampling_defaults
     from lina.judges.testbed import TestbedJudge
     from lina.pipeline import LinaPipeline
     from lina.world.model import load_testbed_pipeline
@@ -47,9 +47,10 @@ def main() -> None:
     items = unused_common_prompts()
     print(f"{len(items)} unused common-cell prompts", flush=True)
     pipe = load_testbed_pipeline()
+    sampling = sampling_defaults(pipe)
     pipe.set_progress_bar_config(disable=True)
     seeds = range(SEARCH_FIRST_SEED, SEARCH_FIRST_SEED + args.seeds)
-    scorer = JudgedScorer(LinaPipeline.from_pipe(pipe), TestbedJudge(), args.out, seeds=seeds, **DEFAULT_SETTINGS)
+    scorer = JudgedScorer(LinaPipeline.from_pipe(pipe), TestbedJudge(), args.out, seeds=seeds, **sampling)
     hard = mine_hard_cases(scorer, items, args.threshold)
     path = args.out / "hard_cases-unused.jsonl"
     path.write_text("".join(json.dumps(h) + "\n" for h in hard), encoding="utf-8")

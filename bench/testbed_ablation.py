@@ -53,13 +53,14 @@ def main() -> None:
     from lina.benchmarks.testbed import world_items
     from lina.judges.testbed import TestbedJudge
     from lina.pipeline import LinaPipeline
-    from lina.benchmarks.demo import DEFAULT_SETTINGS
+    from lina.loading import sampling_defaults
     from lina.world.model import load_testbed_pipeline
 
     pipe = load_testbed_pipeline(args.model)
+    sampling = sampling_defaults(pipe)
     pipe.set_progress_bar_config(disable=True)
     scorer = JudgedScorer(LinaPipeline.from_pipe(pipe), TestbedJudge(), args.out, seeds=range(args.seeds),
-                          **DEFAULT_SETTINGS)
+                          **sampling)
     items = world_items(("ood", "train"), per_category=args.per_category)
     rates: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     for name in args.settings:
@@ -70,7 +71,7 @@ def main() -> None:
             rates[(name, split, item.groups["category"])].append(scored.pass_rate)
 
     rows = []
-    print(f"model={args.model or 'shipped testbed'} seeds={args.seeds} settings={json.dumps(DEFAULT_SETTINGS)}")
+    print(f"model={args.model or 'shipped testbed'} seeds={args.seeds} settings={json.dumps(sampling)}")
     print("| split | category | setting | success | 95% CI | prompts x seeds |")
     print("|---|---|---|---|---|---|")
     for (name, split, category), values in sorted(rates.items(), key=lambda kv: (kv[0][1], kv[0][2] != "ALL",

@@ -234,3 +234,31 @@ def test_video_output_keeps_and_judges_first_middle_last_frames(tmp_path: Path) 
 def test_shard_index_is_validated(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="shard_index"):
         run_eval([], draw, ColourJudge(), tmp_path, seeds=[0], methods=METHODS, shard_index=2, num_shards=2)
+
+
+def test_progress_lines_records_of_strengths_and_a_report_that_explains_itself(tmp_path, capsys, monkeypatch):
+    from lina.benchmarks.runner import Generated
+
+    monkeypatch.setenv("LINA_PROGRESS_INTERVAL", "0")  # a line per image (default: every 30 s)
+    strengths = {"token_scale": 1.8, "contrast": 3.0, "contrast_window": 0.25, "shift_gain": 1.0,
+                 "contrast_prompt": "counterfactual", "step_share": None}
+
+    def generate(prompt, method, seed):
+        return Generated(draw(prompt, method, seed), strengths if method == "lina" else None)
+
+    items = [EvalItem("toy", str(n), item.prompt, item.csg, groups={"subset": ("ood", "in_distribution")[n % 2],
+                                                                      "category": "spatial"})
+             for n, item in enumerate(winoground_style_items()[::2])]
+    run_eval(items, generate, ColourJudge(), tmp_path, seeds=[0, 1], methods=METHODS)
+    lines = capsys.readouterr().err.splitlines()  # stderr is not a terminal here
+    assert lines[0].startswith("images: 0/12 (0%)") and lines[-1].startswith("images: 12/12 (100%)")
+    assert len(lines) == 13 and all("<" in line and "img/s" in line for line in lines)  # elapsed<ETA, rate
+    records = read_records(tmp_path)
+    assert all(("interventions" in r) == (r["method"] == "lina") for r in records)
+    finalize_eval(tmp_path, methods=METHODS, run={"model": "toy", "lina": strengths})
+    report = (tmp_path / "report.html").read_text()
+    # the seed-1 baseline swaps the layout: its failed atom is named under its image
+    assert '<span class="fail">fail</span>' in report and "&#10007; left of (0.0" in report
+    assert "contrast 3 vs counterfactual prompt, first 25% of steps" in report  # what LINA ran, per image
+    assert "What ran" in report and "split: ood" in report and "split: in_distribution" in report
+    assert "image-rendering: pixelated" in report

@@ -3,7 +3,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from lina.benchmarks.demo import format_table, split_results
+from lina.benchmarks.tables import format_table, split_results
 from lina.cli import app
 
 
@@ -19,9 +19,12 @@ def test_split_results_known_answer():
     results = split_results(records)
     assert results["ood"]["baseline"]["success"] == pytest.approx(0.75)  # items a: 0.5, b: 1.0
     assert results["ood"]["lina"]["success"] == 1.0 and results["ood"]["lina"]["images"] == 3
-    assert results["train"]["lina"]["categories"]["mirror"]["success"] == 0.0
+    assert results["in_distribution"]["lina"]["categories"]["mirror"]["success"] == 0.0
+    assert list(results) == ["ood", "in_distribution"]  # the record's own split names, OOD first
     table = format_table(results)
-    assert "+25.0" in table.splitlines()[1] and "ood" in table and "mirror" in table
+    lines = table.splitlines()
+    assert lines[1].split()[:2] == ["ood", "ALL"] and "+25.0" in lines[1]
+    assert any(line.split()[:2] == ["in_distribution", "mirror"] for line in lines)
 
 
 def test_demo_runs_on_the_shipped_model_and_writes_json(tmp_path):
@@ -30,11 +33,15 @@ def test_demo_runs_on_the_shipped_model_and_writes_json(tmp_path):
                                       "--per-category", "1", "--threads", "1"])
     assert result.exit_code == 0, result.output
     payload = json.loads((tmp_path / "demo.json").read_text())
-    for split in ("ood", "train"):
+    assert list(payload["results"]) == ["ood", "in_distribution"]
+    for split in ("ood", "in_distribution"):
         for method in ("baseline", "lina"):
             entry = payload["results"][split][method]
             assert 0.0 <= entry["success"] <= 1.0 and entry["images"] > 0
-    assert (out / "report.html").is_file() and "baseline" in result.output
+    assert payload["settings"]["max_sequence_length"] == 12 and payload["settings"]["lina"].startswith("AIM ")
+    assert format_table(payload["results"]) in result.stdout  # the table the report and the README quote
+    report = (out / "report.html").read_text()
+    assert "What ran" in report and "split: in_distribution" in report and "lina strengths used" in report
 
 
 def test_shipped_aim_fits_the_shipped_testbed_model():

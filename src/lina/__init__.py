@@ -1,7 +1,10 @@
 """lina: steer diffusion models toward physically aligned, instruction-following outputs (LINA),
 and train ControlNet-style side networks faster (LISA)."""
 
+from lina._logs import install_filters
 from lina.interventions.strengths import NEUTRAL, Interventions
+
+install_filters()
 
 __all__ = ["Interventions", "LinaPipeline", "NEUTRAL"]
 __version__ = "0.1.0"

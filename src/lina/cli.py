@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,12 +14,12 @@ import typer
 app = typer.Typer(help="LINA: steer diffusion models toward the relations and physics a prompt asks for.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
 
-from lina.aim.cli import aim_app, search_app
-from lina.cli_options import strength_options
+from lina.aim.cli import Threads, aim_app, search_app
+from lina.cli_options import CLI_DEFAULTS, strength_options
 from lina.benchmarks.cli import evaluate
 from lina.lisa.cli import app as lisa_app
 from lina.world.cli import app as world_app
-from lina.sources import TINY
+from lina.sources import TESTBED, TINY
 
 app.add_typer(search_app, name="search")
 app.add_typer(aim_app, name="aim")
@@ -35,17 +38,23 @@ def _load(model: str, dtype: str, device: Optional[str]):
 
 
 @app.command()
-@strength_options(use_cli_defaults=True)
+@strength_options(mention_cli_defaults=True)
 def generate(
-    prompt: Annotated[str, typer.Argument(help="What to generate, e.g. 'a red ball on a small mirror'.")],
-    model: Annotated[str, typer.Option(help=f"Hub id or local path of a diffusers SD3/SD3.5/FLUX pipeline, or '{TINY}'.")] = TINY,
+    prompt: Annotated[str, typer.Argument(help="What to generate, e.g. 'a blue circle above a red circle'.")],
+    model: Annotated[str, typer.Option(help=f"'{TESTBED}' (the shipped testbed model), a hub id or local path of a "
+                                            f"diffusers SD3/SD3.5/FLUX/Wan pipeline, or '{TINY}'.")] = TESTBED,
     out: Annotated[Path, typer.Option(help="Output PNG.")] = Path("lina.png"),
+    aim: Annotated[Optional[str], typer.Option(
+        help=f"An AIM folder, or '{TESTBED}' for the shipped testbed AIM: strengths predicted for the prompt. "
+             f"Default: the shipped AIM with --model {TESTBED} (as `lina demo`), else the fixed strengths below.")] = None,
     strengths: dict | None = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    steps: Annotated[Optional[int], typer.Option(help="Denoising steps (default: the family's).")] = None,
-    guidance: Annotated[Optional[float], typer.Option(help="Guidance scale (default: the family's).")] = None,
-    height: Annotated[Optional[int], typer.Option(help="Image height in pixels.")] = None,
-    width: Annotated[Optional[int], typer.Option(help="Image width in pixels.")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Denoising steps (default: the model's, else the family's).")] = None,
+    guidance: Annotated[Optional[float], typer.Option(help="Guidance scale (default: the model's, else the family's).")] = None,
+    max_sequence_length: Annotated[Optional[int], typer.Option(
+        help="Text tokens the encoders read (default: the model's, else the family's).")] = None,
+    height: Annotated[Optional[int], typer.Option(help="Image height in pixels (default: the model's).")] = None,
+    width: Annotated[Optional[int], typer.Option(help="Image width in pixels (default: the model's).")] = None,
     compare: Annotated[bool, typer.Option(help="Write baseline and LINA side by side.")] = False,
     video: Annotated[bool, typer.Option(help="Video model (Wan): write --out as MP4 (WebP/GIF without ffmpeg) "
                                              "plus a first/middle/last frame strip PNG.")] = False,
@@ -54,19 +63,30 @@ def generate(
     dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
     device: Annotated[Optional[str], typer.Option(help="cuda, mps or cpu (default: the best available).")] = None,
 ) -> None:
-    """Generate one image with LINA's interventions."""
+    """Generate one image with LINA's interventions, sampled with the model's own settings."""
+    import json
+
     import torch
 
     from lina import Interventions
+    from lina.loading import sampling_defaults
     from lina.pipeline import LinaPipeline
+    from lina.sources import default_aim, load_aim
 
-    interventions = Interventions(**strengths)
-    lina = LinaPipeline.from_pipe(_load(model, dtype, device))
-    kwargs = dict(num_inference_steps=steps, guidance_scale=guidance, height=height, width=width)
-    if video:
-        kwargs["num_frames"] = frames
-    elif frames is not None:
+    fixed = dict(strengths or {})
+    if fixed and aim is not None:
+        raise ValueError("give either --aim or fixed strengths (--token-scale, --contrast, ...), not both")
+    if frames is not None and not video:
         raise ValueError("--frames needs --video")
+    aim_path = aim if aim is not None else (None if fixed else default_aim(model))
+    interventions = None if aim_path is not None else Interventions(**{**CLI_DEFAULTS, **fixed})
+    pipe = _load(model, dtype, device)
+    pipe.set_progress_bar_config(disable=None)  # the steps' bar on a terminal only
+    aim_model = load_aim(aim_path) if aim_path is not None else None
+    lina = LinaPipeline.from_pipe(pipe, aim=aim_model)
+    given = dict(num_inference_steps=steps, guidance_scale=guidance, max_sequence_length=max_sequence_length,
+                 height=height, width=width, num_frames=frames if video else None)
+    kwargs = {**sampling_defaults(pipe), **{k: v for k, v in given.items() if v is not None}}
 
     def run(setting):
         return lina(prompt, setting, generator=torch.Generator().manual_seed(seed), **kwargs)
@@ -75,6 +95,9 @@ def generate(
     csg = result.csgs[0]
     if csg is not None:
         typer.echo(str(csg))
+    source = f" (AIM {aim_path})" if aim_model is not None else ""
+    typer.echo(f"LINA strengths{source}: {json.dumps(result.interventions[0].to_dict())}")
+    typer.echo(f"sampling: {json.dumps(kwargs)}")
     out.parent.mkdir(parents=True, exist_ok=True)
     baseline = run(Interventions()).images[0] if compare else None
     if video:
@@ -108,27 +131,46 @@ def demo(
     seeds: Annotated[int, typer.Option(help="Seeds per prompt.")] = 2,
     per_category: Annotated[int, typer.Option(help="World samples per category and split.")] = 48,
     aim: Annotated[Optional[Path], typer.Option(help="An AIM folder (default: the shipped testbed AIM).")] = None,
-    threads: Annotated[int, typer.Option(help="CPU threads for torch.")] = 2,
+    threads: Threads = None,
 ) -> None:
     """Baseline vs LINA on the testbed's OOD and in-distribution splits, with an HTML report."""
-    import torch
-
     from lina.benchmarks.demo import format_table, run_demo
+    from lina.runtime import set_threads
 
-    torch.set_num_threads(threads)
+    typer.echo(f"torch threads: {set_threads(threads)}", err=True)
     payload = run_demo(out, aim=aim, seeds=seeds, per_category=per_category, json_path=json_path)
-    typer.echo(f"LINA strengths: {payload['settings']['lina']}")
+    lina_setting = payload["settings"]["lina"]
+    if isinstance(lina_setting, str):
+        typer.echo(f"LINA: {lina_setting} (strengths predicted per prompt; the report lists them per category)")
+    else:
+        typer.echo(f"LINA strengths: {lina_setting}")
     typer.echo(format_table(payload["results"]))
     typer.echo(f"report: {payload['report']}")
+
+
+@contextmanager
+def _spacy_without_torch() -> Iterator[None]:
+    """spaCy's thinc imports torch (over a second) only to offer torch layers, which the parser never uses:
+    inside this block ``import torch`` fails, so spaCy loads without it."""
+    if "torch" in sys.modules:
+        yield
+        return
+    sys.modules["torch"] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        if "torch" in sys.modules and sys.modules["torch"] is None:
+            del sys.modules["torch"]
 
 
 @app.command()
 def parse(prompt: Annotated[str, typer.Argument(help="Prompt to parse.")],
           json: Annotated[bool, typer.Option("--json", help="Print JSON instead of the readable form.")] = False) -> None:
     """Print the Causal Scene Graph of a prompt."""
-    from lina.prompts import parse_prompt
+    with _spacy_without_torch():
+        from lina.prompts import parse_prompt
 
-    csg = parse_prompt(prompt)
+        csg = parse_prompt(prompt)
     typer.echo(csg.to_json(indent=2) if json else str(csg))
 
 

@@ -15,30 +15,32 @@ import typer
 
 from lina.interventions.strengths import CONTRAST_PROMPTS, STRENGTHS
 
+# What `lina generate` uses for a strength the user leaves unset when no AIM chooses.
+CLI_DEFAULTS: dict = {**{s.name: s.cli for s in STRENGTHS if s.cli is not None}, "contrast_prompt": "neutral"}
 
-def _help(strength) -> str:
+
+def _help(strength, mention_default: bool) -> str:
     low, high = strength.valid
     neutral = "off" if strength.neutral is None else f"neutral {strength.neutral:g}"
-    return f"{strength.help[0].upper()}{strength.help[1:]} ({neutral}; range [{low:g}, {high:g}])."
+    default = f"; default {strength.cli:g} without an AIM" if mention_default and strength.cli is not None else ""
+    return f"{strength.help[0].upper()}{strength.help[1:]} ({neutral}; range [{low:g}, {high:g}]{default})."
 
 
-def strength_options(use_cli_defaults: bool = False):
-    """Add the strength flags to a typer command. ``use_cli_defaults``: each flag defaults to the table's
-    ``cli`` value (``lina generate``); otherwise unset flags are left out of ``strengths``."""
+def strength_options(mention_cli_defaults: bool = False):
+    """Add the strength flags to a typer command; the command receives the ones the user gave as
+    ``strengths``. ``mention_cli_defaults``: the help names `CLI_DEFAULTS` (``lina generate``)."""
 
     def decorate(command):
         signature = inspect.signature(command)
         names = [s.name for s in STRENGTHS] + ["contrast_prompt"]
         params = [p for p in signature.parameters.values() if p.name != "strengths"]
         for strength in STRENGTHS:
-            default = strength.cli if use_cli_defaults else None
-            option = typer.Option(default, strength.flag, help=_help(strength))
+            option = typer.Option(None, strength.flag, help=_help(strength, mention_cli_defaults))
             params.append(inspect.Parameter(strength.name, inspect.Parameter.KEYWORD_ONLY, default=option,
                                             annotation=Optional[float]))
-        prompt_default = "neutral" if use_cli_defaults else None
         params.append(inspect.Parameter(
             "contrast_prompt", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
-            default=typer.Option(prompt_default, "--contrast-prompt",
+            default=typer.Option(None, "--contrast-prompt",
                                  help=f"The contrast's negative: {', '.join(CONTRAST_PROMPTS)}."),
         ))
 

@@ -1,25 +1,63 @@
-"""Load a diffusers pipeline by hub id or local path, the way users load SD3.5 or FLUX."""
+"""Load a diffusers pipeline by hub id or local path, the way users load SD3.5 or FLUX, and read the
+sampling settings a model folder carries with it.
+
+A model folder may hold ``lina_sampling.json`` beside ``model_index.json``: the pipeline-call
+arguments it was made to be sampled with (the testbed model, trained on 12-token prompts, samples
+with ``max_sequence_length=12``, 24 steps and guidance 5). :func:`sampling_defaults` reads them, and
+every ``lina`` command and benchmark passes them under the user's own arguments.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
+ASSETS = Path(__file__).resolve().parent / "assets"
+TESTBED_MODEL = ASSETS / "testbed"
+"""The shipped testbed pipeline (``lina world train`` rebuilds it)."""
+TESTBED_AIM = ASSETS / "testbed_aim"
+"""The AIM shipped for the testbed model."""
+
+SAMPLING_FILE = "lina_sampling.json"
+SAMPLING_KEYS = {
+    "num_inference_steps": int,
+    "guidance_scale": float,
+    "guidance_scale_2": float,
+    "true_cfg_scale": float,
+    "max_sequence_length": int,
+    "height": int,
+    "width": int,
+    "num_frames": int,
+}
+"""The pipeline-call arguments a model folder may set, with their types."""
+
+_DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+                "float16": "float16", "fp16": "float16"}
 
 
 def parse_dtype(name: str | torch.dtype) -> torch.dtype:
+    import torch
+
     if isinstance(name, torch.dtype):
         return name
     try:
-        return DTYPES[name.lower()]
+        return getattr(torch, _DTYPE_NAMES[name.lower()])
     except KeyError:
-        raise ValueError(f"unknown dtype {name!r}; choose one of {sorted(DTYPES)}") from None
+        raise ValueError(f"unknown dtype {name!r}; choose one of {sorted(_DTYPE_NAMES)}") from None
 
 
 def default_device() -> str:
+    import torch
+
     if torch.cuda.is_available():
         return "cuda"
     if torch.backends.mps.is_available():
@@ -27,13 +65,16 @@ def default_device() -> str:
     return "cpu"
 
 
+class ModelNotFoundError(FileNotFoundError):
+    """A hub model that is neither in the local cache nor downloadable now; the message says how to get it."""
+
+
 def load_pipeline(model: str | Path, dtype: str | torch.dtype = "float32", device: str | None = None):
     """A diffusers pipeline from a local folder (``save_pretrained`` layout) or a hub id.
 
     The pipeline class comes from the checkpoint's ``model_index.json``; LINA then checks the family.
+    A hub model that is not cached and cannot be downloaded raises :class:`ModelNotFoundError`.
     """
-    from diffusers import DiffusionPipeline
-
     path = Path(model)
     looks_local = path.exists() or str(model).startswith((".", "/", "~")) or str(model).count("/") > 1
     if looks_local and not (path.expanduser() / "model_index.json").is_file():
@@ -42,5 +83,122 @@ def load_pipeline(model: str | Path, dtype: str | torch.dtype = "float32", devic
             "(a `save_pretrained` folder or a hub snapshot), or a hub id such as "
             "stabilityai/stable-diffusion-3.5-large"
         )
-    pipe = DiffusionPipeline.from_pretrained(str(path.expanduser()) if looks_local else str(model), torch_dtype=parse_dtype(dtype))
+    torch_dtype = parse_dtype(dtype)
+    from diffusers import DiffusionPipeline
+
+    with warnings.catch_warnings():
+        # Newer diffusers rename `torch_dtype` to `dtype`; the versions lina supports all take `torch_dtype`.
+        warnings.filterwarnings("ignore", message="`torch_dtype` is deprecated", category=FutureWarning)
+        if looks_local:
+            pipe = DiffusionPipeline.from_pretrained(str(path.expanduser()), torch_dtype=torch_dtype)
+        else:
+            with _held_back_logs("diffusers") as held:
+                try:
+                    pipe = DiffusionPipeline.from_pretrained(str(model), torch_dtype=torch_dtype)
+                except OSError as error:
+                    held.clear()  # "couldn't connect, trying the cache": the error below says it all
+                    raise ModelNotFoundError(_missing_model_message(str(model), error)) from None
     return pipe.to(device or default_device())
+
+
+def _missing_model_message(model: str, error: OSError) -> str:
+    causes, cause = [], error
+    while cause is not None:
+        causes.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    from huggingface_hub import constants
+
+    offline = bool(constants.HF_HUB_OFFLINE)
+    unreachable = offline or any("connect" in type(c).__name__.lower() or isinstance(c, ConnectionError) for c in causes)
+    reason = ("it is not in the local Hugging Face cache and the hub cannot be reached" if unreachable
+              else str(error).strip().splitlines()[0][:200])
+    return (f"cannot load {model}: {reason}. Download it on a machine with network access: "
+            f"`hf download {model}` (for a gated model, accept its license on https://huggingface.co/{model} "
+            f"and run `hf auth login` first), then rerun, or pass the path of a local copy.")
+
+
+@contextmanager
+def _held_back_logs(logger_name: str) -> Iterator[list[logging.LogRecord]]:
+    """Hold back the records reaching ``logger_name``'s handlers; emit them at the end unless the caller
+    cleared the list (so a load that fails says one thing, not three)."""
+    handlers = logging.getLogger(logger_name).handlers
+    held: list[logging.LogRecord] = []
+
+    def hold(record: logging.LogRecord) -> bool:
+        held.append(record)
+        return False
+
+    for handler in handlers:
+        handler.addFilter(hold)
+    try:
+        yield held
+    finally:
+        for handler in handlers:
+            handler.removeFilter(hold)
+        for record in dict.fromkeys(held):
+            for handler in handlers:
+                if record.levelno >= handler.level:
+                    handler.handle(record)
+
+
+def sampling_defaults(pipe_or_path: Any) -> dict[str, Any]:
+    """The pipeline-call arguments a model carries (``lina_sampling.json`` in its folder), or ``{}``.
+
+    ``pipe_or_path``: a model folder, a hub id (read from the local cache only), a diffusers pipeline
+    loaded with ``from_pretrained`` (its folder is the one it came from), or anything wrapping one as
+    ``.pipe`` (a ``LinaPipeline``). Pass them as defaults under the caller's own arguments::
+
+        lina(prompt, **{**sampling_defaults(pipe), **kwargs})
+    """
+    source = pipe_or_path
+    if hasattr(source, "pipe") and not isinstance(source, (str, os.PathLike)):
+        source = source.pipe
+    if not isinstance(source, (str, os.PathLike)):
+        config = getattr(source, "config", None)
+        source = config.get("_name_or_path") if isinstance(config, Mapping) else None
+        if not source:
+            return {}
+    path = Path(source).expanduser()
+    if path.is_dir():
+        file = path / SAMPLING_FILE
+        return read_sampling_file(file) if file.is_file() else {}
+    if path.exists() or str(source).count("/") != 1:
+        return {}
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(str(source), SAMPLING_FILE)
+    return read_sampling_file(Path(cached)) if isinstance(cached, str) else {}
+
+
+def read_sampling_file(file: str | Path) -> dict[str, Any]:
+    """The checked contents of a ``lina_sampling.json``: known keys only, each of its type."""
+    file = Path(file)
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot read the sampling settings {file}: {error}") from None
+    return _checked_settings(data, str(file))
+
+
+def _checked_settings(data: Any, where: str) -> dict[str, Any]:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where} must hold a JSON object such as {{\"num_inference_steps\": 24}}")
+    unknown = sorted(set(data) - set(SAMPLING_KEYS))
+    if unknown:
+        raise ValueError(f"{where}: unknown sampling settings {unknown}; allowed: {sorted(SAMPLING_KEYS)}")
+    settings = {}
+    for key, value in data.items():
+        kind = SAMPLING_KEYS[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+            raise ValueError(f"{where}: {key} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+        settings[key] = kind(value)
+    return settings
+
+
+def write_sampling_defaults(folder: str | Path, settings: Mapping[str, Any]) -> Path:
+    """Write ``settings`` (pipeline-call arguments, see :data:`SAMPLING_KEYS`) into ``folder/lina_sampling.json``."""
+    path = Path(folder) / SAMPLING_FILE
+    checked = _checked_settings(settings, "sampling settings")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(checked, indent=2) + "\n", encoding="utf-8")
+    return path

@@ -33,6 +33,25 @@ def load_model(model: str, dtype: str = "float32", device: str | None = None):
     return pipe
 
 
+def default_aim(model: str) -> Path | None:
+    """The AIM shipped for a model name (the testbed's), or None."""
+    from lina.loading import TESTBED_AIM
+
+    return TESTBED_AIM if model == TESTBED and (TESTBED_AIM / "config.json").is_file() else None
+
+
+def load_aim(aim: str | Path):
+    """An AIM from a folder (``save_pretrained`` layout), or ``testbed`` for the one shipped with the testbed."""
+    from lina.aim import AIM
+    from lina.loading import TESTBED_AIM
+
+    path = TESTBED_AIM if str(aim) == TESTBED else Path(aim)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"no AIM at {aim}: expected a folder with config.json and model.safetensors "
+                                f"(from `lina aim train --out FOLDER`), or '{TESTBED}' for the shipped testbed AIM")
+    return AIM.from_pretrained(path)
+
+
 def load_judge(name: str, judge_model: str | None = None, dtype: str = "auto", device: str | None = None):
     if name == "testbed":
         from lina.judges.testbed import TestbedJudge

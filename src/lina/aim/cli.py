@@ -30,6 +30,8 @@ CandidateSeeds = Annotated[int, typer.Option(help="Seeds per candidate.")]
 Rounds = Annotated[int, typer.Option(help="Coordinate-descent rounds at most.")]
 Grid = Annotated[Optional[str], typer.Option(help='JSON grid, e.g. \'{"contrast": [0, 2, 4]}\'.')]
 Out = Annotated[Path, typer.Option(help="Output folder (resumable: re-run the same command to continue).")]
+Threads = Annotated[Optional[int], typer.Option(
+    help="CPU threads for torch (default: OMP_NUM_THREADS if set, else the cores not busy now).")]
 
 
 def _shard() -> tuple[int, int]:
@@ -40,18 +42,19 @@ def _shard() -> tuple[int, int]:
 
 
 def _scorer(model: str, judge: str, judge_model: Optional[str], out: Path, seeds: range, steps: Optional[int],
-            guidance: Optional[float], dtype: str, device: Optional[str], shard: int, save_images: bool):
+            guidance: Optional[float], dtype: str, device: Optional[str], shard: int, save_images: bool,
+            threads: Optional[int] = None):
     from lina.aim.search import JudgedScorer
+    from lina.loading import sampling_defaults
     from lina.pipeline import LinaPipeline
+    from lina.runtime import set_threads
     from lina.sources import load_judge, load_model
 
+    set_threads(threads)
     pipe = load_model(model, dtype=dtype, device=device)
     pipe.set_progress_bar_config(disable=True)
     kwargs = {k: v for k, v in dict(num_inference_steps=steps, guidance_scale=guidance).items() if v is not None}
-    if model == "testbed":
-        from lina.benchmarks.demo import DEFAULT_SETTINGS
-
-        kwargs = {**DEFAULT_SETTINGS, **kwargs}
+    kwargs = {**sampling_defaults(pipe), **kwargs}
     return JudgedScorer(
         LinaPipeline.from_pipe(pipe), load_judge(judge, judge_model, device=device), out, seeds=seeds,
         shard_index=shard, image_dir=out / "images" if save_images else None, **kwargs,
@@ -74,6 +77,7 @@ def mine(
     guidance: Optional[float] = None,
     dtype: str = "float32",
     device: Optional[str] = None,
+    threads: Threads = None,
     save_images: bool = False,
 ) -> None:
     """Judge the plain model on a prompt set; write the hard cases to OUT/hard_cases.jsonl."""
@@ -83,7 +87,8 @@ def mine(
     shard, num_shards = _shard()
     items = load_items(prompts, world_split, limit)[shard::num_shards]
     seed_range = range(first_seed, first_seed + seeds)
-    scorer = _scorer(model, judge, judge_model, out, seed_range, steps, guidance, dtype, device, shard, save_images)
+    scorer = _scorer(model, judge, judge_model, out, seed_range, steps, guidance, dtype, device, shard, save_images,
+                     threads)
     hard = mine_hard_cases(scorer, items, threshold)
     path = out / f"hard_cases-{shard:05d}.jsonl"
     path.write_text("".join(json.dumps(h) + "\n" for h in hard), encoding="utf-8")
@@ -118,6 +123,7 @@ def tune(
     guidance: Optional[float] = None,
     dtype: str = "float32",
     device: Optional[str] = None,
+    threads: Threads = None,
     save_images: bool = False,
 ) -> None:
     """Coordinate-descent search of the strengths for every hard case in OUT (from `search mine`)."""
@@ -126,7 +132,8 @@ def tune(
     shard, num_shards = _shard()
     items = read_hard_cases(out)[shard::num_shards]
     seed_range = range(first_seed, first_seed + seeds)
-    scorer = _scorer(model, judge, judge_model, out, seed_range, steps, guidance, dtype, device, shard, save_images)
+    scorer = _scorer(model, judge, judge_model, out, seed_range, steps, guidance, dtype, device, shard, save_images,
+                     threads)
     search_grid = json.loads(grid) if grid else DEFAULT_GRID
     results = tune_hard_cases(scorer, items, out, grid=search_grid, max_rounds=rounds, budget=budget, shard_index=shard)
     for r in results:
@@ -152,6 +159,7 @@ def sweep(
     guidance: Optional[float] = None,
     dtype: str = "float32",
     device: Optional[str] = None,
+    threads: Threads = None,
     save_images: bool = False,
 ) -> None:
     """Judge a codebook of settings (and the plain model) on every hard case in OUT, on every seed: the
@@ -177,7 +185,8 @@ def sweep(
     shard, num_shards = _shard()
     items = hard[shard::num_shards]
     seed_range = range(first_seed, first_seed + seeds)
-    scorer = _scorer(model, judge, judge_model, out, seed_range, steps, guidance, dtype, device, shard, save_images)
+    scorer = _scorer(model, judge, judge_model, out, seed_range, steps, guidance, dtype, device, shard, save_images,
+                     threads)
     fresh = sweep_hard_cases(scorer, items, settings)
     typer.echo(f"{len(settings)} settings and the plain model on {len(items)} hard cases, seeds "
                f"{seed_range.start}..{seed_range.stop - 1} ({fresh} pairs judged now, the rest from the store)")
@@ -220,6 +229,7 @@ def kinds(
     guidance: Optional[float] = None,
     dtype: str = "float32",
     device: Optional[str] = None,
+    threads: Threads = None,
 ) -> None:
     """The best single setting for each kind of hard case in OUT (relation kinds + implied effects),
     judged on all hard cases of that kind together; written to OUT/kinds.jsonl for `lina aim train
@@ -237,7 +247,7 @@ def kinds(
     done = store.index()
     todo = [(p, c) for p, c in items
             if (scene_kind(c), tuple(sorted(holdout_split or [])), tuple(seed_range)) not in done]
-    scorer = _scorer(model, judge, judge_model, out, seed_range, steps, guidance, dtype, device, 0, False)
+    scorer = _scorer(model, judge, judge_model, out, seed_range, steps, guidance, dtype, device, 0, False, threads)
     search_grid = json.loads(grid) if grid else DEFAULT_GRID
     for kind, r in tune_kinds(scorer, todo, grid=search_grid, max_rounds=rounds).items():
         members = [p for p, c in todo if scene_kind(c) == kind]
@@ -301,13 +311,16 @@ def train(
     first_seed: FirstSeed = SEARCH_FIRST_SEED,
     dtype: str = "float32",
     device: Optional[str] = None,
+    threads: Threads = None,
 ) -> None:
     """Fit an AIM to the strengths that did best in the search."""
     from lina.adapters import adapter_for
     from lina.aim import read_search_results
     from lina.aim.train import fit_aim_from_search
+    from lina.runtime import set_threads
     from lina.sources import held_out_prompts, load_model
 
+    set_threads(threads)
     wanted = range(first_seed, first_seed + search_seeds) if search_seeds else None
     # Gains come from the candidate store (a tune or a sweep judged them); the search results are needed
     # for --labels search, and to find the tune run's seeds when --search-seeds is not given.
@@ -354,17 +367,16 @@ def train(
 
 @aim_app.command()
 def predict(
-    aim_path: Annotated[Path, typer.Argument(help="A trained AIM folder.")],
+    aim_path: Annotated[Path, typer.Argument(help="A trained AIM folder, or 'testbed' for the shipped testbed AIM.")],
     prompt: Annotated[list[str], typer.Argument(help="One or more prompts.")],
     model: Model = "testbed",
     dtype: str = "float32",
     device: Optional[str] = None,
 ) -> None:
-    """Print the strengths an AIM predicts for prompts."""
-    from lina.aim import AIM
+    """Print the strengths an AIM predicts for prompts: one JSON object per prompt and line on stdout."""
     from lina.pipeline import LinaPipeline
-    from lina.sources import load_model
+    from lina.sources import load_aim, load_model
 
-    lina = LinaPipeline.from_pipe(load_model(model, dtype=dtype, device=device), aim=AIM.from_pretrained(aim_path))
+    lina = LinaPipeline.from_pipe(load_model(model, dtype=dtype, device=device), aim=load_aim(aim_path))
     for text, setting in zip(prompt, lina.aim.predict(prompt)):
-        typer.echo(f"{json.dumps(setting.to_dict())}  {text}")
+        typer.echo(json.dumps({"prompt": text, "interventions": setting.to_dict()}))

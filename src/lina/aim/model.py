@@ -21,6 +21,8 @@ split) and answers with their mean output, so one unlucky initialisation does no
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Sequence
 
 import torch
@@ -244,7 +246,10 @@ class AIM(nn.Module, PyTorchModelHubMixin, library_name="lina", tags=["lina", "a
     @classmethod
     def _from_pretrained(cls, *, strict: bool = True, **kwargs) -> AIM:
         # Every weight must load: a checkpoint that does not match its config is an error, not random weights.
-        return super()._from_pretrained(strict=strict, **kwargs)
+        # huggingface_hub prints "Loading weights from local directory" to stdout, where commands write
+        # their machine-readable output; that line says nothing the caller does not know.
+        with contextlib.redirect_stdout(io.StringIO()):
+            return super()._from_pretrained(strict=strict, **kwargs)
 
     # -- binding to a pipeline -----------------------------------------------------------------
     def attach(self, adapter) -> AIM:

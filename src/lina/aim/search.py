@@ -220,10 +220,10 @@ def mine_hard_cases(
     scorer: JudgedScorer, items: Sequence[tuple[str, CSG]], threshold: float = 0.5, progress: bool = True
 ) -> list[dict[str, Any]]:
     """Judge the plain model on every prompt; the hard cases are those with pass rate < ``threshold``."""
-    from tqdm.auto import tqdm
+    from lina.progress import progress as progress_bar
 
     hard = []
-    for prompt, csg in tqdm(items, desc="mining", disable=not progress):
+    for prompt, csg in progress_bar(items, desc="mining", disable=not progress):
         scored = scorer(prompt, csg, NEUTRAL)
         if scored.pass_rate < threshold:
             hard.append({"prompt": prompt, "baseline_pass_rate": scored.pass_rate, "csg": csg.to_dict()})
@@ -242,13 +242,13 @@ def tune_hard_cases(
 ) -> list[SearchResult]:
     """Coordinate descent for every prompt; prompts already searched on the scorer's seeds (in
     ``search-*.jsonl``) are skipped, and candidates judged before are reused seed by seed."""
-    from tqdm.auto import tqdm
+    from lina.progress import progress as progress_bar
 
     results_store = ShardedJsonl(out_dir, key=_search_key, prefix="search", shard_index=shard_index)
     done = results_store.index()
     seeds = tuple(scorer.seeds)
     results = []
-    for prompt, csg in tqdm(items, desc="tuning", disable=not progress):
+    for prompt, csg in progress_bar(items, desc="tuning", disable=not progress):
         if (prompt, seeds) in done:
             continue
         best, best_score, history = coordinate_descent(
@@ -275,11 +275,11 @@ def sweep_hard_cases(
     the search judged, seed by seed, and resumes after a kill. Returns how many (prompt, setting)
     pairs needed new images.
     """
-    from tqdm.auto import tqdm
+    from lina.progress import progress as progress_bar
 
     menu = list(dict.fromkeys(canonical(s) for s in (NEUTRAL, *settings)))
     fresh = 0
-    bar = tqdm(total=len(items) * len(menu), desc="sweep", unit="setting", disable=not progress)
+    bar = progress_bar(total=len(items) * len(menu), desc="sweep", unit="setting", disable=not progress)
     for prompt, csg in items:
         for setting in menu:
             fresh += scorer(prompt, csg, setting).fresh
@@ -303,11 +303,11 @@ def tune_fixed(
     per-prompt search already judged and resumes after a kill. Returns a `SearchResult` for the
     prompt ``"*"`` whose scores are means over ``items``.
     """
-    from tqdm.auto import tqdm
+    from lina.progress import progress as progress_bar
 
     if not items:
         raise ValueError("tune_fixed needs at least one prompt")
-    bar = tqdm(desc="fixed settings", unit="setting", disable=not progress)
+    bar = progress_bar(desc="fixed settings", unit="setting", disable=not progress)
 
     def mean_score(iv: Interventions) -> float:
         value = sum(scorer(prompt, csg, iv).score for prompt, csg in items) / len(items)

@@ -187,13 +187,13 @@ def _optimize(aim: nn.Module, loss_of, train: torch.Tensor, val: torch.Tensor, e
               patience: int, seed: int, progress: bool, desc: str = "aim") -> tuple[int, float, float]:
     """Full-batch AdamW on ``loss_of(rows)`` with early stopping on the validation rows; keeps the best
     validation state. Returns (epochs run, last training loss, best validation loss)."""
-    from tqdm.auto import tqdm
+    from lina.progress import progress as progress_bar
 
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(aim.parameters(), lr=lr, weight_decay=weight_decay)
     best_val, best_state, since_best, epoch = float("inf"), None, 0, 0
     train_loss = float("nan")
-    bar = tqdm(range(epochs), desc=desc, disable=not progress)
+    bar = progress_bar(range(epochs), desc=desc, disable=not progress)
     for epoch in bar:
         aim.train()
         optimizer.zero_grad()

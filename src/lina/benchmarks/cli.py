@@ -50,13 +50,15 @@ def make_generate_fn(lina, interventions: Optional[Interventions], csg_of: Optio
     scene graphs (used instead of parsing)."""
     import torch
 
+    from lina.benchmarks.runner import Generated
+
     csg_of = csg_of or {}
 
     def generate(prompt: str, method: str, seed: int):
         setting = NEUTRAL if method == "baseline" else interventions
         csgs = [csg_of[prompt]] if prompt in csg_of else None
         out = lina(prompt, setting, generator=torch.Generator().manual_seed(seed), csgs=csgs, **kwargs)
-        return out.images[0]
+        return Generated(out.images[0], out.interventions[0].to_dict() if out.interventions else None)
 
     return generate
 
@@ -70,7 +72,8 @@ def evaluate(
     judge_model: Optional[str] = typer.Option(None, help="Qwen2.5-VL id or local path."),
     data: Optional[Path] = typer.Option(None, help="Local dataset folder (winoground, pap)."),
     subset: str = typer.Option("all", help="pap: all, ood or in_distribution; testbed: all, ood, train or a fold such as ood:0/2."),
-    aim: Optional[Path] = typer.Option(None, help="A trained AIM: LINA strengths predicted per prompt."),
+    aim: Optional[Path] = typer.Option(
+        None, help="A trained AIM folder, or 'testbed' for the shipped testbed AIM: LINA strengths predicted per prompt."),
     strengths: Optional[dict] = None,
     seeds: int = typer.Option(1, help="Seeds per prompt (0..N-1)."),
     limit: Optional[int] = typer.Option(None, help="Only the first N items."),
@@ -81,14 +84,19 @@ def evaluate(
     width: Optional[int] = typer.Option(None),
     dtype: str = typer.Option("float32"),
     device: Optional[str] = typer.Option(None),
+    threads: Optional[int] = typer.Option(
+        None, help="CPU threads for torch (default: OMP_NUM_THREADS if set, else the cores not busy now)."),
 ) -> None:
     """Generate baseline and LINA images for every prompt and seed, judge them, and report."""
     from lina.benchmarks.runner import finalize_eval, run_eval
+    from lina.loading import sampling_defaults
     from lina.pipeline import LinaPipeline
     from lina.records import launch_state
-    from lina.sources import load_judge, load_model
+    from lina.runtime import set_threads
+    from lina.sources import load_aim, load_judge, load_model
 
     state = launch_state()
+    set_threads(threads)
     fixed = dict(strengths or {})  # fixed strengths instead of an AIM; unset ones stay neutral
     if fixed and aim is not None:
         raise ValueError("give either --aim or fixed strengths (--token-scale, --contrast, ...), not both")
@@ -97,24 +105,24 @@ def evaluate(
     items, data_report = load_items(benchmark, data, limit, subset, per_category)
     pipe = load_model(model, dtype=dtype, device=device or state.device.type)
     pipe.set_progress_bar_config(disable=True)
-    aim_model = None
-    if aim is not None:
-        from lina.aim import AIM
-
-        aim_model = AIM.from_pretrained(aim)
+    aim_model = load_aim(aim) if aim is not None else None
     lina = LinaPipeline.from_pipe(pipe, aim=aim_model)
     setting = NEUTRAL.replace(**fixed) if fixed else None
     kwargs = {k: v for k, v in dict(num_inference_steps=steps, guidance_scale=guidance, height=height,
                                     width=width).items() if v is not None}
-    if model == "testbed":
-        from lina.benchmarks.demo import DEFAULT_SETTINGS
-
-        kwargs = {**DEFAULT_SETTINGS, **kwargs}
+    kwargs = {**sampling_defaults(pipe), **kwargs}
+    run = {"model": model, "sampling": kwargs, "lina": f"AIM {aim}" if aim is not None else setting.to_dict(),
+           "judge": judge if judge_model is None else f"{judge} ({judge_model})", "seeds": seeds,
+           "benchmark": benchmark, "subset": subset}
     judge_obj = load_judge(judge, judge_model, device=device or state.device.type)
     csg_of = {item.prompt: item.csg for item in items} if benchmark == "testbed" else None
     run_eval(items, make_generate_fn(lina, setting, csg_of, **kwargs), judge_obj, out, seeds=range(seeds), methods=METHODS,
              shard_index=state.process_index, num_shards=state.num_processes)
     state.wait_for_everyone()
     if state.is_main_process:
-        finalize_eval(out, methods=METHODS, data=data_report)
+        from lina.benchmarks.runner import read_records
+        from lina.benchmarks.tables import format_table, split_results
+
+        finalize_eval(out, methods=METHODS, data=data_report, run=run)
+        typer.echo(format_table(split_results(read_records(out))))
         typer.echo(f"wrote {out / 'summary.json'} and {out / 'report.html'}")

@@ -9,73 +9,21 @@ intervals, and writes an HTML report with side-by-side image grids. Resumable li
 from __future__ import annotations
 
 import json
-from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lina.benchmarks.metrics import bootstrap_ci
+from lina.benchmarks.tables import format_table, split_results
 from lina.interventions.strengths import Interventions
+from lina.loading import TESTBED_AIM, sampling_defaults
 
-from lina.world.model import DEFAULT_CHECKPOINT, MAX_SEQUENCE_LENGTH
+__all__ = ["DEFAULT_STRENGTHS", "METHODS", "SHIPPED_AIM", "format_table", "run_demo", "split_results"]
 
-SPLIT_OF_SUBSET = {"ood": "ood", "in_distribution": "train"}
-# How the testbed model samples: its encoders were trained on 12-token prompts.
-DEFAULT_SETTINGS = {"num_inference_steps": 24, "guidance_scale": 5.0, "max_sequence_length": MAX_SEQUENCE_LENGTH}
-SHIPPED_AIM = DEFAULT_CHECKPOINT.parent / "testbed_aim"
+SHIPPED_AIM = TESTBED_AIM
 METHODS = ("baseline", "lina")
 
 # Fixed strengths used when no AIM is shipped or given (the best single setting on the train split).
 DEFAULT_STRENGTHS = Interventions(contrast=3.0, contrast_window=0.25, contrast_prompt="neutral")
-
-
-def split_results(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """``results[split][method]`` with overall and per-category success (rate, CI, items, images)."""
-    # per (split, method, category, item): pass rates over seeds
-    outcomes: dict[tuple[str, str], dict[str, dict[str, list[float]]]] = defaultdict(lambda: defaultdict(dict))
-    for r in records:
-        split = SPLIT_OF_SUBSET.get(r.get("groups", {}).get("subset", ""), "other")
-        category = r.get("groups", {}).get("category", "all")
-        outcomes[(split, r["method"])][category].setdefault(r["item"], []).append(float(r["passed"]))
-    results: dict[str, Any] = {}
-    for (split, method), by_category in sorted(outcomes.items()):
-        per_item = {item: sum(v) / len(v) for cat in by_category.values() for item, v in cat.items()}
-        images = sum(len(v) for cat in by_category.values() for v in cat.values())
-        overall = bootstrap_ci(list(per_item.values()))
-        entry = {"success": overall.rate, "ci": [overall.low, overall.high], "items": overall.n, "images": images,
-                 "categories": {}}
-        for category, items in sorted(by_category.items()):
-            est = bootstrap_ci([sum(v) / len(v) for v in items.values()])
-            entry["categories"][category] = {"success": est.rate, "ci": [est.low, est.high], "items": est.n,
-                                             "images": sum(len(v) for v in items.values())}
-        results.setdefault(split, {})[method] = entry
-    return results
-
-
-def format_table(results: Mapping[str, Any]) -> str:
-    """A plain-text table: per split and category, baseline vs LINA success with 95% intervals."""
-
-    def cell(entry: Mapping[str, Any] | None) -> str:
-        if not entry:
-            return "-"
-        low, high = entry["ci"]
-        return f"{100 * entry['success']:5.1f}% [{100 * low:4.1f}, {100 * high:5.1f}]"
-
-    lines = [f"{'split':<6} {'category':<12} {'images':>6}  {'baseline':<22} {'LINA':<22} {'delta':>7}"]
-    for split in ("ood", "train"):
-        methods = results.get(split, {})
-        if not methods:
-            continue
-        base, lina = methods.get("baseline"), methods.get("lina")
-        categories = sorted({*(base or {}).get("categories", {}), *(lina or {}).get("categories", {})})
-        rows = [("ALL", base, lina)] + [
-            (c, (base or {}).get("categories", {}).get(c), (lina or {}).get("categories", {}).get(c)) for c in categories
-        ]
-        for name, b, l in rows:
-            delta = f"{100 * (l['success'] - b['success']):+6.1f}" if b and l else "-"
-            images = (b or l or {}).get("images", 0)
-            lines.append(f"{split:<6} {name:<12} {images:>6}  {cell(b):<22} {cell(l):<22} {delta:>7}")
-    return "\n".join(lines)
 
 
 def run_demo(
@@ -111,7 +59,7 @@ def run_demo(
         else:
             interventions = DEFAULT_STRENGTHS
     lina = LinaPipeline.from_pipe(pipe, aim=aim_model)
-    settings = dict(DEFAULT_SETTINGS)
+    settings = sampling_defaults(pipe)  # the model's own: 12-token prompts, 24 steps, guidance 5
     if num_inference_steps is not None:
         settings["num_inference_steps"] = num_inference_steps
     if guidance_scale is not None:
@@ -119,16 +67,18 @@ def run_demo(
     items = world_items(tuple(splits), per_category=per_category)
     out = Path(out_dir)
     csg_of = {item.prompt: item.csg for item in items}  # the world's own graphs and negatives
+    lina_setting = f"AIM {aim}" if aim_model is not None else interventions.to_dict()
+    run = {"model": str(model or "testbed (shipped)"), "sampling": settings, "lina": lina_setting, "seeds": seeds,
+           "per_category": per_category, "judge": "testbed"}
     run_eval(items, make_generate_fn(lina, interventions, csg_of, **settings), TestbedJudge(), out, seeds=range(seeds),
              methods=METHODS)
-    finalize_eval(out, methods=METHODS)
+    finalize_eval(out, methods=METHODS, run=run)
     from lina.benchmarks.runner import read_records
 
     results = split_results(read_records(out))
     payload = {
         "results": results,
-        "settings": {**settings, "seeds": seeds, "per_category": per_category,
-                     "lina": "aim" if aim_model is not None else interventions.to_dict()},
+        "settings": {**settings, "seeds": seeds, "per_category": per_category, "lina": lina_setting},
         "report": str(out / "report.html"),
     }
     (out / "demo.json").write_text(json.dumps(payload, indent=2) + "\n")

@@ -115,6 +115,7 @@ def summarize(
     *,
     methods: Sequence[str] | None = None,
     data: Mapping[str, Any] | None = None,
+    run: Mapping[str, Any] | None = None,
     level: float = 0.95,
     resamples: int = 2000,
     seed: int = 0,
@@ -124,7 +125,7 @@ def summarize(
     ``methods`` selects and orders the methods; by default every method, in order of first
     appearance. ``delta`` holds each other method minus the first one, paired over the items both
     have, with its own interval. ``data`` (e.g. a loader's report of skipped rows) is stored as is
-    under ``"data"``.
+    under ``"data"``, and ``run`` (what was run: model, settings) under ``"run"``.
     """
     ci = {"level": level, "resamples": resamples, "seed": seed}
     benchmarks: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
@@ -141,6 +142,8 @@ def summarize(
         summary["benchmarks"][name] = {"methods": order, "records": len(recs), "metrics": metrics}
     if data:
         summary["data"] = dict(data)
+    if run:
+        summary["run"] = dict(run)
     return summary
 
 

@@ -1,9 +1,13 @@
 """A self-contained HTML report of an evaluation directory.
 
 ``report.html`` sits in the output directory next to ``images/`` (the judged images, referenced in
-place) and ``report_files/`` (the charts): the summary table, one bar chart per benchmark, metric
-and group field (methods side by side, bootstrap intervals as error bars), and side-by-side image
-grids, one column per method; a video shows its first, middle and last frames as a strip.
+place) and ``report_files/`` (the charts): what ran (model, sampling settings, LINA's strengths or
+AIM, and the strengths used per split and category), the summary table, the per-split category
+tables that `lina demo` and `lina eval` print, one bar chart per benchmark, metric and group field
+(methods side by side, bootstrap intervals as error bars), and side-by-side image grids, one column
+per method, each image with its verdict, the atoms it failed and the strengths it was made with.
+Small images are enlarged nearest-neighbour, so their pixels stay sharp; a video shows its first,
+middle and last frames as a strip.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from lina.benchmarks.tables import ALL, describe_setting, settings_by_category, split_results, table_rows
+
 _STYLE = """
 body { font-family: sans-serif; margin: 2em; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; }
@@ -25,9 +31,11 @@ th, td { border: 1px solid #bbb; padding: 4px 8px; text-align: left; vertical-al
 th { background: #eee; }
 figure { display: inline-block; margin: 0.5em; }
 .grid td { white-space: nowrap; }
-.grid img { width: 160px; height: auto; margin-right: 2px; }
+.grid img { width: 160px; height: auto; margin-right: 2px; image-rendering: pixelated; }
 .grid img.frame { width: 112px; }
 .pass { color: #176117; } .fail { color: #a11; }
+.atoms { color: #a11; font-size: 90%; } .setting { color: #555; font-size: 90%; }
+tr.all th, tr.all td { font-weight: bold; }
 """
 
 
@@ -102,6 +110,11 @@ def _cell(record: Mapping[str, Any] | None) -> str:
         line += f" &middot; swapped {record['contrast']['score']:.2f}"
     if record.get("match"):
         line += f"<br>match {record['match']['own']:.2f} &middot; swapped {record['match']['contrast']:.2f}"
+    failed = [a for a in record.get("atoms", []) if not a.get("passed", True)]
+    if failed:
+        line += "".join(f'<br><span class="atoms">&#10007; {escape(a["text"])} ({a["score"]:.2f})</span>' for a in failed)
+    if "interventions" in record:
+        line += f'<br><span class="setting">{escape(describe_setting(record["interventions"]))}</span>'
     return f"<td>{images}<br>{line}</td>"
 
 
@@ -118,6 +131,62 @@ def _examples(methods: Sequence[str], records: Sequence[Mapping[str, Any]], max_
         rows.append(f"<tr>{label}{''.join(_cell(by_method.get(m)) for m in methods)}</tr>")
     header = "".join(f"<th>{escape(m)}</th>" for m in methods)
     return f'<table class="grid"><tr><th>prompt</th>{header}</tr>{"".join(rows)}</table>'
+
+
+def _run_section(run: Mapping[str, Any] | None) -> str:
+    if not run:
+        return ""
+    rows = []
+    for key, value in run.items():
+        if key == "lina" and isinstance(value, Mapping):
+            shown = describe_setting(value) + f" <small>{escape(json.dumps(value))}</small>"
+        else:
+            shown = escape(json.dumps(value) if isinstance(value, (Mapping, list)) else str(value))
+        rows.append(f"<tr><th>{escape(key)}</th><td>{shown}</td></tr>")
+    return f"<section><h2>What ran</h2><table>{''.join(rows)}</table></section>"
+
+
+def _table_percent(entry: Mapping[str, Any] | None) -> str:
+    if not entry:
+        return "&ndash;"
+    low, high = entry["ci"]
+    return _percent({"rate": entry["success"], "low": low, "high": high, "n": entry["items"]})
+
+
+def _split_tables(methods: Sequence[str], records: Sequence[Mapping[str, Any]]) -> str:
+    """Per split, per category: success of each method and the last minus the first, as printed by the CLI."""
+    results = split_results(records)
+    if not results:
+        return ""
+    header = "".join(f"<th>{escape(m)}</th>" for m in methods)
+    if len(methods) > 1:
+        header += f"<th>{escape(methods[-1])} &minus; {escape(methods[0])}</th>"
+    tables = []
+    for split in results:
+        rows = []
+        for row in table_rows({split: results[split]}, methods):
+            cells = "".join(f"<td>{_table_percent(c)}</td>" for c in row["cells"])
+            if len(methods) > 1:
+                cells += f"<td>{row['delta']:+.1f} pp</td>" if row["delta"] is not None else "<td>&ndash;</td>"
+            css = ' class="all"' if row["category"] == ALL else ""
+            rows.append(f"<tr{css}><th>{escape(row['category'])}</th><td>{row['images']}</td>{cells}</tr>")
+        tables.append(f"<h4>split: {escape(split)}</h4><table><tr><th>category</th><th>images</th>{header}</tr>"
+                      f"{''.join(rows)}</table>")
+    return "<h3>By split and category</h3>" + "".join(tables)
+
+
+def _settings_table(records: Sequence[Mapping[str, Any]], method: str) -> str:
+    """Which strengths ``method`` used, per split and category, with how many images each."""
+    used = settings_by_category(records, method)
+    rows = []
+    for split, by_category in used.items():
+        for category, counts in by_category.items():
+            listed = "<br>".join(f"{escape(label)} &times; {n}" for label, n in counts.most_common())
+            rows.append(f"<tr><td>{escape(split)}</td><td>{escape(category)}</td><td>{listed}</td></tr>")
+    if not rows:
+        return ""
+    return (f"<h3>{escape(method)} strengths used</h3><table><tr><th>split</th><th>category</th>"
+            f"<th>strengths &times; images</th></tr>{''.join(rows)}</table>")
 
 
 def write_report(
@@ -140,6 +209,7 @@ def write_report(
         "<h1>LINA evaluation report</h1>",
         f"<p>Success rates with {100 * ci['level']:.0f}% percentile-bootstrap intervals over items "
         f"({ci['resamples']} resamples, seed {ci['seed']}); n is the number of items.</p>",
+        _run_section(summary.get("run")),
     ]
     for benchmark, result in summary["benchmarks"].items():
         methods = result["methods"]
@@ -147,6 +217,8 @@ def write_report(
         sections += [
             f"<section><h2>{escape(benchmark)}</h2>",
             _summary_table(methods, result["metrics"]),
+            _split_tables(methods, bench_records),
+            _settings_table(bench_records, methods[-1]) if len(methods) > 1 else "",
             _charts(out, benchmark, methods, result["metrics"], ci["level"]),
             "<h3>Examples</h3>",
             _examples(methods, bench_records, max_examples),

@@ -21,19 +21,30 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
-from tqdm.auto import tqdm
 
 from lina.benchmarks.items import EvalItem
 from lina.benchmarks.metrics import summarize, write_summary
 from lina.benchmarks.report import write_report
 from lina.judges.base import Judge, Judgement
+from lina.progress import progress
 from lina.records import ShardedJsonl, read_shards
 
-GenerateFn = Callable[[str, str, int], Image.Image | Sequence[Image.Image]]
+
+@dataclass
+class Generated:
+    """What a generate function may return instead of a bare image: the image (or video frames) and the
+    interventions it was made with (an ``Interventions`` dict), recorded with the image."""
+
+    image: Image.Image | Sequence[Image.Image]
+    interventions: dict[str, Any] | None = None
+
+
+GenerateFn = Callable[[str, str, int], "Image.Image | Sequence[Image.Image] | Generated"]
 RecordKey = tuple[str, str, int, int, str]
 _PREFIX = "records"
 
@@ -89,6 +100,9 @@ def _evaluate(
 ) -> dict[str, Any]:
     """Generate one image (or video), save it, judge it, and return its record."""
     output = generate_fn(item.prompt, method, seed)
+    setting = None
+    if isinstance(output, Generated):
+        output, setting = output.image, output.interventions
     is_video = not isinstance(output, Image.Image)
     frames = key_frames(list(output)) if is_video else [output]
     stem = re.sub(r"[^\w.-]", "_", f"{item.item_id}_c{item.caption}_s{seed}")
@@ -120,6 +134,7 @@ def _evaluate(
         "images": [p.as_posix() for p in paths],
         "video": is_video,
         "judge": judge.name,
+        **({"interventions": setting} if setting is not None else {}),
     }
 
 
@@ -145,27 +160,32 @@ def run_eval(
     done = set(store.index())
     units = [(item, seed) for item in items for seed in seeds][shard_index::num_shards]
     written: list[dict[str, Any]] = []
-    for item, seed in tqdm(units, desc=f"eval shard {shard_index}/{num_shards}", disable=None):
-        for method in methods:
-            key = (item.benchmark, item.item_id, item.caption, seed, method)
-            if key in done:
-                continue
+    todo = [(item, seed, method) for item, seed in units for method in methods
+            if (item.benchmark, item.item_id, item.caption, seed, method) not in done]
+    label = "images" if num_shards == 1 else f"images, shard {shard_index + 1}/{num_shards}"
+    with progress(todo, desc=label, unit="img") as bar:
+        for item, seed, method in bar:
             record = _evaluate(item, seed, method, generate_fn, judge, out)
             store.append(record)
-            done.add(key)
             written.append(record)
     return written
 
 
 def finalize_eval(
-    out_dir: str | os.PathLike[str], *, methods: Sequence[str] | None = None, data: Mapping[str, Any] | None = None
+    out_dir: str | os.PathLike[str],
+    *,
+    methods: Sequence[str] | None = None,
+    data: Mapping[str, Any] | None = None,
+    run: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Summarize every record of ``out_dir`` (all shards) into ``summary.json`` and ``report.html``.
 
-    Run it once, after all shards finished (e.g. on the main process only). Returns the summary.
+    ``run`` says what ran (model, sampling settings, LINA's fixed strengths or AIM, seeds); the summary
+    keeps it and the report shows it. Run it once, after all shards finished (e.g. on the main process
+    only). Returns the summary.
     """
     records = read_records(out_dir)
-    summary = summarize(records, methods=methods, data=data)
+    summary = summarize(records, methods=methods, data=data, run=run)
     write_summary(out_dir, summary)
     write_report(out_dir, summary, records)
     return summary

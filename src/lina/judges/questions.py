@@ -26,12 +26,10 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-import inflect
-
 from lina.judges.base import Atom
 from lina.prompts import RelationSense, relation_sense
 from lina.prompts.csg import CSG, Entity, Relation
-from lina.prompts.lexicon import PASSIVE_MARKERS, VERB_FORMS, singular
+from lina.prompts.lexicon import PASSIVE_MARKERS, VERB_FORMS, inflect_engine, singular
 
 # Attribute name -> question about one entity; any other attribute (color, size, state...) gets
 # GENERIC_ATTRIBUTE_QUESTION ("Is the ball red?"). Fields: {Be} ("Is"/"Are"), {ref} (the entity),
@@ -152,15 +150,10 @@ def _is_plural(entity: Entity) -> bool:
     return i is not None and words[i] != entity.head.lower() and singular(words[i]) == entity.head.lower()
 
 
-@lru_cache(maxsize=1)
-def _inflect_engine() -> inflect.engine:
-    return inflect.engine()
-
-
 def _pluralize(noun: str) -> str:
     if singular(noun) != noun:
         return noun  # already plural
-    return _inflect_engine().plural_noun(noun) or noun
+    return inflect_engine().plural_noun(noun) or noun
 
 
 def _noun_phrase(entity: Entity, *, keep_attributes: bool, plural: bool | None = None) -> str:

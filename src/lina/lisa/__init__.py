@@ -15,6 +15,16 @@ and plugs into any loop::
 is for training only; the side network saves and loads with ``save_pretrained``/``from_pretrained``.
 """
 
-from lina.lisa.regularizer import FeatureHook, LisaLosses, LisaRegularizer, hook_layers
+from typing import TYPE_CHECKING
+
+from lina._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from lina.lisa.regularizer import FeatureHook, LisaLosses, LisaRegularizer, hook_layers
 
 __all__ = ["FeatureHook", "LisaLosses", "LisaRegularizer", "hook_layers"]
+# The regularizer imports torch and diffusers; it loads when first used.
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "FeatureHook": "regularizer", "LisaLosses": "regularizer", "LisaRegularizer": "regularizer",
+    "hook_layers": "regularizer",
+})

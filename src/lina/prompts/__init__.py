@@ -1,7 +1,16 @@
 """Prompt understanding: text -> Causal Scene Graph (entities, relations, implied effects)."""
 
+from typing import TYPE_CHECKING
+
+from lina._lazy import lazy_exports
 from lina.prompts.csg import CSG, Effect, Entity, Relation
-from lina.prompts.lexicon import RelationSense, relation_sense
-from lina.prompts.parse import parse_prompt
+
+if TYPE_CHECKING:
+    from lina.prompts.lexicon import RelationSense, relation_sense
+    from lina.prompts.parse import parse_prompt
 
 __all__ = ["CSG", "Effect", "Entity", "Relation", "RelationSense", "parse_prompt", "relation_sense"]
+# The scene graph is plain data; the parser and its lexicon load spaCy and inflect when first used.
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "RelationSense": "lexicon", "relation_sense": "lexicon", "parse_prompt": "parse",
+})

@@ -9,11 +9,15 @@ this file does not list, so both parse the lexicon's cases identically.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
-import inflect
 from spacy.lang.en.stop_words import STOP_WORDS
+
+if TYPE_CHECKING:
+    import inflect
 
 SPATIAL, CAUSAL, COMPARATIVE = "spatial", "causal", "comparative"
 
@@ -264,13 +268,32 @@ def singular(noun: str) -> str:
     """Singular form of an English noun ("balls" -> "ball", "people" -> "person")."""
     if noun.endswith(("us", "is", "ss")) or not noun.isalpha():
         return noun
-    result = _inflect_engine().singular_noun(noun)
+    result = inflect_engine().singular_noun(noun)
     return result or noun
 
 
 @lru_cache(maxsize=1)
-def _inflect_engine() -> inflect.engine:
-    return inflect.engine()
+def inflect_engine() -> inflect.engine:
+    """inflect's engine, imported on first use without its run-time type checks.
+
+    inflect decorates its methods with typeguard's ``@typechecked``, which re-parses and recompiles
+    the module's source once per method at import: about 1.5 s on a 2-core machine, every time a
+    prompt is parsed in a new process. The checks only guard the argument types, and lina always
+    passes strings, so the decorator is a no-op while inflect imports (as under ``python -O``)."""
+    if "inflect" not in sys.modules:
+        import typeguard
+
+        checked = typeguard.typechecked
+        typeguard.typechecked = _unchecked
+        try:
+            import inflect
+        finally:
+            typeguard.typechecked = checked
+    return sys.modules["inflect"].engine()
+
+
+def _unchecked(target: Any = None, **_: Any) -> Any:
+    return target if target is not None else _unchecked
 
 
 @lru_cache(maxsize=4096)

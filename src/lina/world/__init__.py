@@ -1,6 +1,8 @@
 """The testbed: a small physical world, its renderer and splits, and a text-to-image model trained on it."""
 
-from lina.world.model import MAX_SEQUENCE_LENGTH, build_testbed_pipeline, load_testbed_pipeline
+from typing import TYPE_CHECKING
+
+from lina._lazy import lazy_exports
 from lina.world.render import MASK_NAMES, Rendering, render
 from lina.world.scenes import (
     SPLITS,
@@ -13,6 +15,9 @@ from lina.world.scenes import (
     world_sample,
     world_split,
 )
+
+if TYPE_CHECKING:
+    from lina.world.model import MAX_SEQUENCE_LENGTH, build_testbed_pipeline, load_testbed_pipeline
 
 __all__ = [
     "MASK_NAMES",
@@ -31,3 +36,7 @@ __all__ = [
     "world_sample",
     "world_split",
 ]
+# The model imports torch, diffusers and transformers; it loads when first used.
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "MAX_SEQUENCE_LENGTH": "model", "build_testbed_pipeline": "model", "load_testbed_pipeline": "model",
+})

@@ -6,10 +6,11 @@ import json
 import shutil
 from enum import Enum
 from pathlib import Path
+from typing import Optional
 
 import typer
 
-from lina.world.model import DEFAULT_CHECKPOINT
+from lina.loading import TESTBED_MODEL
 from lina.world.scenes import RARE_WEIGHT, world_split
 
 app = typer.Typer(help="The synthetic testbed world: its prompts and the text-to-image model trained on it.", no_args_is_help=True)
@@ -32,7 +33,7 @@ def prompts(
 
 @app.command()
 def train(
-    output: Path = typer.Option(DEFAULT_CHECKPOINT, help="Where to save the trained pipeline."),
+    output: Path = typer.Option(TESTBED_MODEL, help="Where to save the trained pipeline."),
     work_dir: Path = typer.Option(Path("runs/testbed"), help="Checkpoints; rerun with the same options to resume."),
     steps: int = typer.Option(8000, help="Transformer training steps."),
     anneal_steps: int = typer.Option(4000, help="Final steps over which the learning rate decays (cosine)."),
@@ -42,10 +43,12 @@ def train(
     batch_size: int = typer.Option(64),
     rare_weight: float = typer.Option(RARE_WEIGHT, help="Weight of each rare cell relative to a common one."),
     seed: int = typer.Option(0),
-    threads: int = typer.Option(2, help="torch threads; set it to the free cores."),
+    threads: Optional[int] = typer.Option(
+        None, help="CPU threads for torch (default: OMP_NUM_THREADS if set, else the cores not busy now)."),
     loss_plot: Path | None = typer.Option(None, help="Also copy the loss-curve PNG here."),
 ) -> None:
     """Train the testbed model (autoencoder, text encoders, transformer), resumable, and save it."""
+    from lina.runtime import default_threads
     from lina.world.train import TrainConfig, train_testbed
 
     config = TrainConfig(
@@ -57,7 +60,7 @@ def train(
         steps=steps,
         anneal_steps=anneal_steps,
         batch_size=batch_size,
-        threads=threads,
+        threads=threads or default_threads(),
     )
     summary = train_testbed(output, work_dir, config)
     if loss_plot is not None:

@@ -15,13 +15,18 @@ import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
+from lina._logs import quiet_loading
+from lina.loading import TESTBED_MODEL
 from lina.testing import tiny_clip_tokenizer, tiny_t5_tokenizer
 from lina.world.vocabulary import WORDS
 
 CLIP_LENGTH = 12  # tokens per CLIP prompt (BOS + words + EOS + padding)
 MAX_SEQUENCE_LENGTH = 12  # T5 tokens; pass as ``max_sequence_length`` when calling the pipeline
 SAMPLE_SIZE = 32
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "testbed"
+DEFAULT_CHECKPOINT = TESTBED_MODEL
+SAMPLING = {"num_inference_steps": 24, "guidance_scale": 5.0, "max_sequence_length": MAX_SEQUENCE_LENGTH,
+            "height": SAMPLE_SIZE, "width": SAMPLE_SIZE}
+"""How the testbed model samples (saved with it as ``lina_sampling.json``): its encoders read 12 tokens."""
 REBUILD_COMMAND = "lina world train --output src/lina/assets/testbed"
 # Longest words first: the tiny byte-level BPE registers merges in this order, and a short word's
 # merge ranked before a longer word's (e.g. "re" of "red" before "gre" of "green") splits the longer one.
@@ -126,7 +131,8 @@ def load_testbed_pipeline(path: str | Path | None = None) -> StableDiffusion3Pip
         ).is_file():
             raise FileNotFoundError(f"testbed checkpoint {path} lacks the {name} weights; rebuild it with `{REBUILD_COMMAND}`")
     try:
-        pipe = StableDiffusion3Pipeline.from_pretrained(path, local_files_only=True)
+        with quiet_loading():
+            pipe = StableDiffusion3Pipeline.from_pretrained(path, local_files_only=True)
     except Exception as error:  # safetensors/transformers/diffusers raise many types on damaged files
         raise ValueError(f"could not load the testbed checkpoint at {path} ({error}); rebuild it with `{REBUILD_COMMAND}`") from error
     return pipe.to("cpu")

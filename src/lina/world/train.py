@@ -31,8 +31,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from lina.loading import write_sampling_defaults
+from lina.progress import progress
 from lina.prompts.csg import CSG, Entity
-from lina.world.model import MAX_SEQUENCE_LENGTH, build_testbed_pipeline
+from lina.world.model import MAX_SEQUENCE_LENGTH, SAMPLING, build_testbed_pipeline
 from lina.world.render import render
 from lina.world.scenes import RARE_WEIGHT, Cell, cell_prompts, neutral_prompt, sample_world, world_prompts
 from lina.world.vocabulary import CATEGORIES, COLORS, SHAPES
@@ -264,7 +266,7 @@ class _Trainer:
         self.state_path.write_text(json.dumps(asdict(self.state)))
 
     def _bar(self, total: int, start: int, name: str) -> tqdm:
-        return tqdm(total=total, initial=start, desc=name, disable=not self.progress, dynamic_ncols=True)
+        return progress(total=total, initial=start, desc=name, disable=not self.progress)
 
     def train_vae(self) -> None:
         vae, config = self.pipe.vae, self.config
@@ -425,6 +427,7 @@ def train_testbed(
     trainer = _Trainer(config, work_dir, progress)
     pipe = trainer.run()
     pipe.save_pretrained(output)
+    write_sampling_defaults(output, SAMPLING)
     plot_losses(trainer.state.losses, work_dir / "loss_curve.png")
     final = trainer.state.losses["transformer"][-100:]
     return {
