@@ -170,3 +170,22 @@ def test_known_scene_graphs_are_used_instead_of_parsing(sd3_pipe, caplog):
     assert "no relation" in caplog.text and np.array_equal(out, _plain(sd3_pipe))
     with pytest.raises(ValueError, match="one per prompt"):
         _lina(sd3_pipe, Interventions(contrast=3.0), csgs=[without_relations, without_relations])
+
+
+def test_a_models_sampling_defaults_apply_under_the_callers_arguments(sd3_path, tmp_path):
+    import json
+    import shutil
+
+    from diffusers import StableDiffusion3Pipeline
+
+    folder = tmp_path / "with-defaults"
+    shutil.copytree(sd3_path, folder)
+    (folder / "lina_sampling.json").write_text(json.dumps({"num_inference_steps": 3, "height": 32, "width": 32}))
+    pipe = StableDiffusion3Pipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    lina = LinaPipeline.from_pipe(pipe)
+    assert lina.defaults == {"num_inference_steps": 3, "height": 32, "width": 32}
+    out = lina(PROMPT, generator=_gen(), output_type="np").images
+    assert np.array_equal(out, pipe(PROMPT, generator=_gen(), num_inference_steps=3, height=32, width=32,
+                                    output_type="np").images)
+    assert lina(PROMPT, generator=_gen(), output_type="np", height=48, width=48).images.shape[1] == 48

@@ -7,7 +7,8 @@ the pipeline's own ``encode_prompt`` output are scaled and handed over as ``prom
 intervention); a denoiser hook adds the CSG-derived negative prompt to the same batched call during
 the first ``contrast_window`` of the steps and folds the contrast into the conditional prediction
 (contrastive guidance); and a fresh scheduler from the pipeline's config carries the amplified time
-shift (causality-aware schedule). With neutral strengths the wrapped pipeline is called untouched.
+shift (causality-aware schedule). With neutral strengths the wrapped pipeline is called untouched
+(with the model's own sampling defaults, `lina.loading.sampling_defaults`, under the caller's arguments).
 """
 
 from __future__ import annotations
@@ -59,9 +60,14 @@ class LinaPipeline:
         if pipe is None:
             raise TypeError("LinaPipeline wraps a loaded diffusers pipeline, e.g. "
                             "LinaPipeline.from_pipe(StableDiffusion3Pipeline.from_pretrained(...)); got None")
+        from lina.loading import sampling_defaults
+
         self.pipe = pipe
         self.adapter = adapter or adapter_for(pipe)
         self.aim = aim.attach(self.adapter) if aim is not None else None
+        # The model's own sampling defaults (``lina_sampling.json`` beside its model_index.json), under
+        # the caller's arguments: the testbed, trained on 12-token prompts at 32x32, samples right from any entry point.
+        self.defaults = {k: v for k, v in sampling_defaults(pipe).items() if self.adapter.accepts(k)}
 
     @classmethod
     def from_pipe(cls, pipe, aim=None) -> LinaPipeline:
@@ -97,7 +103,7 @@ class LinaPipeline:
         relation rows), and ``contrast_prompt_embeds`` may give the contrast's negatives (else the CSGs'
         negative prompts are encoded)."""
         adapter = self.adapter
-        kwargs = self._check_arguments(kwargs)
+        kwargs = self._check_arguments({**self.defaults, **kwargs})
         prompts = self._prompts(prompt, csgs, kwargs)
         given = _as_csg_list(csgs, prompts)
         copies = 1 if prompt is None else (adapter.arg(kwargs, adapter.per_prompt_arg, 1) or 1)
