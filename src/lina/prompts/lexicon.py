@@ -15,7 +15,7 @@ from functools import lru_cache
 import inflect
 from spacy.lang.en.stop_words import STOP_WORDS
 
-SPATIAL, CAUSAL, COMPARATIVE = "spatial", "causal", "comparative"
+from lina.prompts.vocabulary import CAUSAL, COMPARATIVE, SPATIAL
 
 
 @dataclass(frozen=True)
