@@ -35,6 +35,7 @@ from lina.prompts import CSG, parse_prompt, relation_sense  # noqa: E402
 from lina.prompts.parse import dependency_pipeline, parser_description  # noqa: E402
 
 DATA = Path(__file__).parent / "data" / "parse_prompts.tsv"
+HELD_OUT = Path(__file__).parent / "data" / "parse_prompts_heldout.tsv"
 Triple = tuple[str, str, str]
 
 
@@ -77,9 +78,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="timed passes over the prompts")
     parser.add_argument("--errors", action="store_true", help="print every prompt a parser gets wrong")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--data", type=Path, nargs="+", default=[DATA, HELD_OUT], help="prompt files")
     args = parser.parse_args()
+    figures = {}
+    for path in args.data:
+        print(f"## {path.name}")
+        figures[path.name] = measure(load(path), args.rounds, args.errors)
+        print()
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
 
-    items = load()
+
+def measure(items: list[tuple[str, str, set[Triple]]], rounds: int, errors: bool) -> dict:
     parsers = {"lexicon fallback": spacy.blank("en")}
     nlp = dependency_pipeline()
     if nlp is not None:
@@ -90,7 +100,7 @@ def main() -> None:
     results: dict[str, list[set[Triple]]] = defaultdict(list)
     for name, pipe in parsers.items():  # warm-up, and the triples
         results[name] = [triples_of(parse_prompt(prompt, pipe)) for _, prompt, _ in items]
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         for _, prompt, _ in items:
             for name, pipe in parsers.items():
                 start = time.perf_counter()
@@ -123,14 +133,13 @@ def main() -> None:
         }
         cells = " | ".join(f"{by_style[s]:.0%}" for s in styles)
         print(f"| {name} | {hit / union:.1%} ({hit}/{union}) | {sum(exact) / len(exact):.1%} | {cells} | {median:.2f} | {p90:.2f} |")
-    if args.errors:
+    if errors:
         for name in parsers:
             print(f"\n{name}: prompts not parsed exactly")
             for found, (style, prompt, expected) in zip(results[name], items):
                 if found != expected:
                     print(f"  [{style}] {prompt}\n      missing {sorted(expected - found)}  extra {sorted(found - expected)}")
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2))
+    return figures
 
 
 if __name__ == "__main__":

@@ -642,7 +642,7 @@ def _link(toks: list[Token], chunks: list[_Chunk], tree: _Tree | None = None) ->
             if verb is not None:
                 absorbed.add(verb)
         else:
-            subjects = tree.subjects(k) if tree is not None else []
+            subjects = tree.subjects(k) if tree is not None and not _chained(chunks, k, relations, origins) else []
             subjects = [s for s in subjects if s not in objects] or lexical
         subjects = [_container_of(s, k, relations, origins) for s in subjects]
         subjects = list(dict.fromkeys(compared.get(s, s) for s in subjects))  # "more dirt than empty space in the jar"
@@ -773,6 +773,16 @@ def _fronted_subject(toks: list[Token], chunks: list[_Chunk], k: int) -> tuple[i
     if j < len(chunks) and chunks[j].kind == NOUN_PHRASE and j > k + 2:
         return chunks[j].entity, verb
     return None
+
+
+def _chained(chunks: list[_Chunk], k: int, relations: list[Relation], origins: list[int]) -> bool:
+    """Whether preposition ``k`` follows the object of another one ("a cup on a book on a mirror",
+    "a candle on a table under a lamp"): such a chain is read link by link, each phrase about the
+    noun just before it, whatever attachment a parser guesses."""
+    if chunks[k].verb_forms or chunks[k].relation_kind != lx.SPATIAL or k < 2 or chunks[k - 1].kind != NOUN_PHRASE:
+        return False
+    entity = chunks[k - 1].entity
+    return any(r.object == entity and origin == k - 2 and r.kind == lx.SPATIAL for r, origin in zip(relations, origins))
 
 
 def _container_of(subject: int, k: int, relations: list[Relation], origins: list[int]) -> int:
