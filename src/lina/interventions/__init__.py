@@ -3,7 +3,7 @@
 from lina.interventions.guidance import ContrastiveGuidance, classifier_free, window_steps
 from lina.interventions.schedule import amplified_shift, reallocate_sigmas
 from lina.interventions.strengths import NEUTRAL, RANGES, Interventions
-from lina.interventions.token import scale_token_rows
+from lina.interventions.token import scale_token_rows, weight_token_rows
 
 __all__ = [
     "ContrastiveGuidance",
@@ -14,5 +14,6 @@ __all__ = [
     "classifier_free",
     "reallocate_sigmas",
     "scale_token_rows",
+    "weight_token_rows",
     "window_steps",
 ]
