@@ -8,12 +8,18 @@ The parse runs in four passes over spaCy tokens:
    (an unknown VERB becomes a predicate, an unknown ADP a preposition, VBN marks a passive); the
    lexicon's readings are never overridden, so a tagger only refines. Without one, an unknown word
    is part of a noun phrase unless it looks like an inflected verb between two noun phrases.
+   Style clauses (", cinematic lighting", "in the style of ...") are read as no words at all.
 2. *Group* tokens into predicates (multi-word prepositions longest first, verb + preposition,
    passives "eaten by", comparatives "taller than" / "more ... than") and noun phrases (determiner,
-   numbers, attributes, nouns; "a cup of coffee" is one noun phrase).
-3. *Link* each predicate to its subject (the nearest noun phrase on its left, through "is", "not",
-   "that"; after "and", the subject of the previous relation) and its object (the noun phrase on its
-   right; "between" takes two).
+   numbers, attributes, nouns; "a cup of coffee" is one noun phrase, "a photo of a dog" is the dog).
+3. *Link* each predicate to its subjects and objects. The object is the noun phrase on its right
+   ("between" takes two). The subject, with a dependency parse (a spaCy pipeline with a parser), is
+   read from the tree: the clause's nominal subject, the noun a participle or relative clause
+   modifies, the noun or verb a prepositional phrase is attached to, every member of a coordinated
+   subject. Without one, or where the tree says nothing, it is read from word order: the nearest
+   noun phrase on the left through "is", "not", "that", unless that phrase only closes a participle,
+   a relative clause or a "with" phrase of an earlier subject. Both read clauses opened by their
+   prepositional phrase ("under the bed sleeps a dog") and chains of prepositions link by link.
 4. *Derive* the implied effects, the neutral prompt (entities only) and the counterfactual prompt
    (subject and object of each relation swapped).
 """
@@ -92,8 +98,11 @@ class _NounPhrase:
 def parse_prompt(text: str, nlp: Language | None = None) -> CSG:
     """Parse ``text`` into a :class:`CSG`.
 
-    ``nlp`` is any spaCy English pipeline; by default an installed tagger pipeline
-    (:data:`TAGGER_PIPELINES`) or, when none is installed, spaCy's blank English tokenizer.
+    ``nlp`` is any spaCy English pipeline: with a dependency parser, subjects come from the tree;
+    with a tagger only, tags refine the lexicon; ``spacy.blank("en")`` is the lexicon alone. By
+    default, :func:`default_pipeline` (the pipeline named by ``LINA_SPACY_PIPELINE``, else the first
+    installed of :data:`PARSER_PIPELINES`, else the blank tokenizer). Weight syntax ("(word:1.3)")
+    is not read here: pass the text of :func:`lina.prompts.parse_weights`.
     """
     if not isinstance(text, str):
         raise TypeError(f"prompt must be a str, got {type(text).__name__}")
