@@ -224,7 +224,7 @@ def test_metadata_without_effects_or_kinds_gets_them_from_the_lexicon() -> None:
     metadata = {"entities": ["a cat", "a mirror"], "relations": [{"subject": 0, "predicate": "on", "object": 1}]}
     csg = csg_from_metadata("a cat on a mirror", metadata)
     assert csg.relations[0].kind == "spatial"
-    assert {(e.name, e.entities) for e in csg.effects} >= {("reflection", (0, 1)), ("support", (0, 1))}
+    assert {(e.name, e.entities) for e in csg.effects} >= {("reflection", (0, 1)), ("contact", (0, 1))}
     eats = csg_from_metadata(
         "a bird eats a snake",
         {

@@ -7,7 +7,13 @@ import pytest
 import spacy
 
 from lina.prompts import CSG, Effect, Relation, parse_prompt, relation_sense
-from lina.prompts.parse import default_pipeline
+from lina.prompts.parse import (
+    PARSER_PIPELINES,
+    PIPELINE_SETTING,
+    default_pipeline,
+    dependency_pipeline,
+    parser_description,
+)
 
 BLANK = spacy.blank("en")
 S, C, K = "spatial", "causal", "comparative"
@@ -251,9 +257,9 @@ def test_relation_sense_groups_wordings():
         ("a lamp above a ball", Effect("shadow", (1, 0), "a lamp above a ball")),
         ("a ball on a table under a lamp", Effect("shadow", (0, 2), "a table under a lamp; a ball on a table")),
         ("a tree casts a shadow", Effect("shadow", (0,), "a tree casts a shadow")),
-        ("a cat on a box", Effect("support", (0, 1), "a cat on a box")),
-        ("a ball rests on a book", Effect("support", (0, 1), "a ball rests on a book")),
-        ("a table supports a vase", Effect("support", (1, 0), "a table supports a vase")),
+        ("a cat on a box", Effect("contact", (0, 1), "a cat on a box")),
+        ("a ball rests on a book", Effect("contact", (0, 1), "a ball rests on a book")),
+        ("a table supports a vase", Effect("contact", (1, 0), "a table supports a vase")),
         ("there is more dirt than empty space in the jar", Effect("fill_level", (0, 2), "more dirt than empty space")),
         ("a jar with more sand than empty space", Effect("fill_level", (1, 0), "more sand than empty space")),
         ("a glass full of water", Effect("fill_level", (1, 0), "a glass full of water")),
@@ -273,7 +279,7 @@ def test_effects(prompt, effect):
         ("a ball next to a box", set()),
         ("a cup not on a mirror", set()),
         ("a lamp and a ball", set()),
-        ("a jar on a table", {"support"}),
+        ("a jar on a table", {"contact"}),
         ("a box full of toys", {"fill_level"}),
     ],
 )
@@ -322,11 +328,33 @@ def test_no_relation_keeps_prompt_as_neutral():
     assert csg.entities[0].attributes == {"color": "red"}
 
 
+INSTALLED = next((name for name in PARSER_PIPELINES if importlib.util.find_spec(name)), None)
+needs_parser = pytest.mark.skipif(INSTALLED is None, reason="no spaCy English pipeline with a parser installed")
+
+
 def test_default_pipeline_is_cached_and_falls_back_to_blank():
     assert default_pipeline() is default_pipeline()
-    if not any(importlib.util.find_spec(name) for name in ("en_core_web_sm", "en_core_web_md", "en_core_web_lg")):
-        assert default_pipeline().pipe_names == []
+    if INSTALLED is None:
+        assert default_pipeline().pipe_names == [] and dependency_pipeline() is None
         assert parse_prompt("a bird eats a snake") == parse_prompt("a bird eats a snake", BLANK)
+        assert parser_description().startswith("lexicon only")
+    else:
+        assert "parser" in default_pipeline().pipe_names and "ner" not in default_pipeline().pipe_names
+        assert parser_description().startswith("dependency parse (spaCy")
+
+
+def test_setting_names_the_pipeline(monkeypatch):
+    default_pipeline.cache_clear()
+    try:
+        monkeypatch.setenv(PIPELINE_SETTING, "blank")
+        assert default_pipeline().pipe_names == [] and dependency_pipeline() is None
+        assert parser_description().startswith("lexicon only, no dependency parse")
+        default_pipeline.cache_clear()
+        monkeypatch.setenv(PIPELINE_SETTING, "no_such_pipeline")
+        with pytest.raises(ValueError, match="LINA_SPACY_PIPELINE='no_such_pipeline' is not an installed spaCy pipeline"):
+            default_pipeline()
+    finally:
+        default_pipeline.cache_clear()
 
 
 def _rule_tagger(tags: dict[str, str], default: str | None = None) -> spacy.language.Language:
@@ -361,11 +389,62 @@ def test_tagger_never_overrides_the_lexicon(wrong):
         assert parse_prompt(reference.prompt, nlp) == reference, reference.prompt
 
 
-@pytest.mark.skipif(importlib.util.find_spec("en_core_web_sm") is None, reason="no English spaCy model installed")
+@needs_parser
 def test_installed_tagger_agrees_with_the_lexicon():
-    nlp = spacy.load("en_core_web_sm", exclude=["parser", "ner"])
+    nlp = spacy.load(INSTALLED, exclude=["parser", "ner"])
     for prompt, *_ in CASES:
         assert parse_prompt(prompt, nlp) == parse_prompt(prompt, BLANK), prompt
+
+
+@needs_parser
+def test_dependency_parse_agrees_with_the_lexicon_on_its_cases():
+    nlp = dependency_pipeline()
+    for prompt, *_ in CASES:
+        assert parse_prompt(prompt, nlp) == parse_prompt(prompt, BLANK), prompt
+
+
+# Constructions where the nearest noun on the left is not the subject: (prompt, triples of head words).
+HARD = [
+    ("a photo of a dog right of a cup", {("dog", "right of", "cup")}),
+    ("the cat that sits under the table is chasing a mouse", {("cat", "sits under", "table"), ("cat", "chasing", "mouse")}),
+    ("a girl in a red dress feeding a horse", {("girl", "in", "dress"), ("girl", "feeding", "horse")}),
+    ("a person wearing a hat holds an umbrella", {("person", "wearing", "hat"), ("person", "holds", "umbrella")}),
+    ("a vase behind a lamp, which stands next to a chair", {("vase", "behind", "lamp"), ("lamp", "stands next to", "chair")}),
+    ("on the table there is a red apple", {("apple", "on", "table")}),
+    ("under the bed sleeps a small dog", {("dog", "under", "bed")}),
+    ("a cat and a dog on a sofa", {("cat", "on", "sofa"), ("dog", "on", "sofa")}),
+    ("a mouse chased by a cat", {("mouse", "chased by", "cat")}),
+    ("a glass full of water on a wooden table", {("glass", "full of", "water"), ("glass", "on", "table")}),
+    ("a cat and a dog chase a mouse", {("cat", "chase", "mouse"), ("dog", "chase", "mouse")}),
+    ("a boy with a red shirt follows a girl", {("boy", "follows", "girl")}),
+    ("a dog sleeping under a table, in the style of van gogh", {("dog", "sleeping under", "table")}),
+    ("a red apple inside a glass bowl, trending on artstation, 8k", {("apple", "inside", "bowl")}),
+]
+
+
+def _head_triples(csg: CSG) -> set[tuple[str, str, str]]:
+    return {(csg.entities[r.subject].head, r.predicate, csg.entities[r.object].head) for r in csg.relations}
+
+
+@pytest.mark.parametrize("parser", ["lexicon", pytest.param("dependency", marks=needs_parser)])
+@pytest.mark.parametrize("prompt, triples", HARD, ids=[h[0] for h in HARD])
+def test_subjects_that_are_not_the_nearest_noun(parser, prompt, triples):
+    csg = parse_prompt(prompt, BLANK if parser == "lexicon" else dependency_pipeline())
+    assert _head_triples(csg) == triples
+    _assert_spans_index_prompt(csg)
+
+
+def test_framing_nouns_are_not_entities_and_the_counterfactual_swaps_the_scene():
+    csg = parse_prompt("a photo of a dog right of a cup", BLANK)
+    assert [e.text for e in csg.entities] == ["a dog", "a cup"]
+    assert csg.neutral_prompt == "a dog and a cup"
+    assert csg.counterfactual_prompt == "a photo of a cup right of a dog"
+
+
+def test_inverted_clause_reverses_into_the_inverted_clause():
+    csg = parse_prompt("under the bed sleeps a small dog", BLANK)
+    assert csg.counterfactual_prompt == "under a small dog sleeps the bed"
+    assert [e.text for e in csg.entities] == ["the bed", "a small dog"]
 
 
 def test_parse_is_fast():

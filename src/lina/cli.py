@@ -164,14 +164,29 @@ def _spacy_without_torch() -> Iterator[None]:
 
 
 @app.command()
-def parse(prompt: Annotated[str, typer.Argument(help="Prompt to parse.")],
+def parse(prompt: Annotated[str, typer.Argument(help="Prompt to parse; (word:1.3) and [word] weights are read and removed.")],
           json: Annotated[bool, typer.Option("--json", help="Print JSON instead of the readable form.")] = False) -> None:
-    """Print the Causal Scene Graph of a prompt."""
-    with _spacy_without_torch():
-        from lina.prompts import parse_prompt
+    """Print the Causal Scene Graph of a prompt, and which parser made it."""
+    import json as json_module
 
-        csg = parse_prompt(prompt)
-    typer.echo(csg.to_json(indent=2) if json else str(csg))
+    with _spacy_without_torch():
+        from lina.prompts import parse_prompt, parse_weights
+        from lina.prompts.parse import parser_description
+
+        weighted = parse_weights(prompt)
+        csg = parse_prompt(weighted.text)
+        parser = parser_description()
+    weights = [{"phrase": phrase, "weight": round(weight, 6), "span": list(span)}
+               for (phrase, weight), (span, _) in zip(weighted.phrases(), weighted.spans)]
+    if json:
+        typer.echo(json_module.dumps({**csg.to_dict(), "parser": parser, "weights": weights}, indent=2))
+        return
+    typer.echo(f"parser: {parser}")
+    if weights:
+        typer.echo("weights: " + ", ".join(f"{w['phrase']!r} x{w['weight']:g}" for w in weights))
+    typer.echo(str(csg))
+    if not csg.relations:
+        typer.echo("no relation found (the parser reads English): LINA generates this prompt with the plain pipeline")
 
 
 def main() -> None:

@@ -7,20 +7,9 @@ from collections.abc import Sequence
 import torch
 
 from lina.prompts.csg import CSG
+from lina.prompts.vocabulary import EFFECTS, RELATION_KINDS
 
-FEATURE_NAMES: tuple[str, ...] = (
-    "entities",
-    "relations",
-    "spatial",
-    "causal",
-    "comparative",
-    "negated",
-    "effects",
-    "reflection",
-    "shadow",
-    "support",
-    "fill_level",
-)
+FEATURE_NAMES: tuple[str, ...] = ("entities", "relations", *RELATION_KINDS, "negated", "effects", *EFFECTS)
 
 
 def csg_features(csg: CSG) -> torch.Tensor:
@@ -30,15 +19,10 @@ def csg_features(csg: CSG) -> torch.Tensor:
     counts = [
         len(csg.entities),
         len(csg.relations),
-        kinds.count("spatial"),
-        kinds.count("causal"),
-        kinds.count("comparative"),
+        *(kinds.count(kind) for kind in RELATION_KINDS),
         sum(r.negated for r in csg.relations),
         len(effects),
-        effects.count("reflection"),
-        effects.count("shadow"),
-        effects.count("support"),
-        effects.count("fill_level"),
+        *(effects.count(name) for name in EFFECTS),
     ]
     return torch.log1p(torch.tensor(counts, dtype=torch.float32))
 

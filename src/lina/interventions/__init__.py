@@ -8,7 +8,7 @@ from lina.interventions.strengths import NEUTRAL, RANGES, STRENGTHS, Interventio
 if TYPE_CHECKING:
     from lina.interventions.guidance import ClassifierFreeGuidance, ContrastiveGuidance, classifier_free, window_steps
     from lina.interventions.schedule import amplified_shift, reallocate_sigmas
-    from lina.interventions.token import scale_token_rows
+    from lina.interventions.token import scale_token_rows, weight_token_rows
 
 __all__ = [
     "ClassifierFreeGuidance",
@@ -21,6 +21,7 @@ __all__ = [
     "classifier_free",
     "reallocate_sigmas",
     "scale_token_rows",
+    "weight_token_rows",
     "window_steps",
 ]
 # The tensor math imports torch; the strengths do not.

@@ -28,3 +28,19 @@ def scale_token_rows(
     out = embeds.clone()
     out[..., channels] = embeds[..., channels] * factor[..., None]
     return out
+
+
+def weight_token_rows(embeds: torch.Tensor, weights: torch.Tensor, channels: slice = slice(None)) -> torch.Tensor:
+    """Return ``embeds`` with ``embeds[b, i, channels] *= weights[b, i]``: one factor per token row,
+    as user phrase weights give (``lina.prompts.weights.token_weight_rows``).
+
+    embeds: (batch, tokens, dim); weights: (batch, tokens). All-ones weights return ``embeds``.
+    """
+    if weights.shape != embeds.shape[:2]:
+        raise ValueError(f"weights shape {tuple(weights.shape)} does not match embeddings {tuple(embeds.shape[:2])}")
+    weights = weights.to(device=embeds.device, dtype=embeds.dtype)
+    if bool((weights == 1).all()):
+        return embeds
+    out = embeds.clone()
+    out[..., channels] = embeds[..., channels] * weights[..., None]
+    return out

@@ -15,8 +15,9 @@ from typing import Any, Protocol, runtime_checkable
 from PIL import Image
 
 from lina.prompts.csg import CSG
+from lina.prompts.vocabulary import ATOM_KINDS
 
-ATOM_KINDS = ("entity", "attribute", "relation", "effect")
+__all__ = ["ATOM_KINDS", "Atom", "AtomResult", "Judge", "Judgement"]
 
 
 @dataclass(frozen=True)

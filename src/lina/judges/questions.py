@@ -30,6 +30,10 @@ from lina.judges.base import Atom
 from lina.prompts import RelationSense, relation_sense
 from lina.prompts.csg import CSG, Entity, Relation
 from lina.prompts.lexicon import PASSIVE_MARKERS, VERB_FORMS, inflect_engine, singular
+from lina.prompts.vocabulary import (
+    ATTRIBUTE, COMPARATIVE, CONTACT, EFFECT, ENTITY, FILL_LEVEL, REFLECTION, RELATION, SHADOW, SPATIAL, atom_key,
+    effect_name,
+)
 
 # Attribute name -> question about one entity; any other attribute (color, size, state...) gets
 # GENERIC_ATTRIBUTE_QUESTION ("Is the ball red?"). Fields: {Be} ("Is"/"Are"), {ref} (the entity),
@@ -45,13 +49,12 @@ GENERIC_ATTRIBUTE_QUESTION = "{Be} {ref} {value}?"
 # prompt names them), {a_phrase} (entity 0 without article), {Be}/{Does} (agreeing with entity 0),
 # {level} (fill_level only: "more than half" or "less than half").
 EFFECT_QUESTIONS: dict[str, dict[int, str]] = {
-    "reflection": {1: "Is there a reflection of {a} in the image?", 2: "Does {b} show a reflection of {a}?"},
-    "shadow": {1: "{Does} {a} cast a shadow?", 2: "{Does} {a} cast a shadow away from {b}?"},
-    "contact": {2: "{Be} {a} resting on {b} and touching it?"},
-    "fill_level": {2: "Is {b} {level} filled with {a_phrase}?"},
+    REFLECTION: {1: "Is there a reflection of {a} in the image?", 2: "Does {b} show a reflection of {a}?"},
+    SHADOW: {1: "{Does} {a} cast a shadow?", 2: "{Does} {a} cast a shadow away from {b}?"},
+    CONTACT: {2: "{Be} {a} resting on {b} and touching it?"},
+    FILL_LEVEL: {2: "Is {b} {level} filled with {a_phrase}?"},
 }
 FILL_WITHOUT_LEVEL_QUESTION = "Does {b} contain {a_phrase}?"
-EFFECT_ALIASES: dict[str, str] = {"fill": "fill_level", "support": "contact", "resting": "contact"}
 
 # Material adjectives -> the material's noun ("made of wood", not "made of wooden").
 MATERIAL_NOUNS: dict[str, str] = {"wooden": "wood", "metallic": "metal", "golden": "gold", "woolen": "wool"}
@@ -111,16 +114,16 @@ LEXICON_GERUNDS: dict[str, str] = {base: form for form, (base, names) in VERB_FO
 
 def atoms_for(csg: CSG) -> list[Atom]:
     """The yes/no questions that check ``csg``: entities, attributes, relations, then effects."""
-    atoms = [Atom("entity", _existence_question(csg, i), f"entity:{i}") for i in range(len(csg.entities))]
+    atoms = [Atom(ENTITY, _existence_question(csg, i), atom_key(ENTITY, i)) for i in range(len(csg.entities))]
     for i, entity in enumerate(csg.entities):
         for name, value in entity.attributes.items():
-            atoms.append(Atom("attribute", _attribute_question(csg, i, name, value), f"attribute:{i}:{name}"))
+            atoms.append(Atom(ATTRIBUTE, _attribute_question(csg, i, name, value), atom_key(ATTRIBUTE, i, name)))
     for j, objects in _relation_groups(csg).items():
         question, expect_yes = _relation_question(csg, csg.relations[j], objects)
-        atoms.append(Atom("relation", question, f"relation:{j}", expect_yes))
+        atoms.append(Atom(RELATION, question, atom_key(RELATION, j), expect_yes))
     for k, effect in enumerate(csg.effects):
-        name = EFFECT_ALIASES.get(effect.name, effect.name)
-        atoms.append(Atom("effect", _effect_question(csg, name, effect.entities), f"effect:{k}"))
+        name = effect_name(effect.name)
+        atoms.append(Atom(EFFECT, _effect_question(csg, name, effect.entities), atom_key(EFFECT, k)))
     return atoms
 
 
@@ -350,10 +353,10 @@ def _is_copular(csg: CSG, relation: Relation, words: list[str]) -> bool:
     """
     if words[0] in VERB_FORMS:
         return _is_state_participle(csg, relation, words)
-    if words[0] in PREPOSITIONS or "than" in words or relation.kind == "comparative":
+    if words[0] in PREPOSITIONS or "than" in words or relation.kind == COMPARATIVE:
         return True
     sense = relation_sense(" ".join(words))
-    if sense is not None and sense.kind == "spatial":
+    if sense is not None and sense.kind == SPATIAL:
         return True  # "full of", "close by"
     return len(words) == 2 and words[1] in PASSIVE_MARKERS and words[0].endswith(("ed", "en", "wn"))
 
@@ -400,8 +403,8 @@ def _effect_question(csg: CSG, name: str, entities: tuple[int, ...]) -> str:
         "a_phrase": _noun_phrase(first, keep_attributes=True),
         "Be": _be(first),
         "Does": "Do" if _is_plural(first) else "Does",
-        "level": _fill_level(csg, entities[0]) if name == "fill_level" else "",
+        "level": _fill_level(csg, entities[0]) if name == FILL_LEVEL else "",
     }
-    if name == "fill_level" and not fields["level"]:
+    if name == FILL_LEVEL and not fields["level"]:
         return FILL_WITHOUT_LEVEL_QUESTION.format(**fields)
     return templates[len(entities)].format(**fields)

@@ -17,14 +17,19 @@ from PIL import Image
 
 from lina.judges.base import Atom, AtomResult, Judgement
 from lina.prompts.csg import CSG, Effect, Entity, Relation
+from lina.prompts.vocabulary import (
+    ATTRIBUTE, CONTACT, EFFECT, ENTITY, FILL_LEVEL, REFLECTION, RELATION, SHADOW, atom_key,
+    effect_name,
+)
 from lina.world.scenes import SIZE
-from lina.world.vocabulary import BACKGROUND, COLORS, JAR, LAMP, MIRROR, SHADOW, SPATIAL_RELATIONS, reflection_color
+from lina.world.vocabulary import BACKGROUND, COLORS, JAR, LAMP, MIRROR, SPATIAL_RELATIONS, reflection_color
+from lina.world import vocabulary as world
 
 _PALETTE: dict[str, tuple[int, int, int]] = {
     "background": BACKGROUND,
     "mirror": MIRROR,
     "lamp": LAMP,
-    "shadow": SHADOW,
+    "shadow": world.SHADOW,
     "jar": JAR,
     **COLORS,
     **{f"reflection:{c}": reflection_color(c) for c in COLORS},
@@ -156,7 +161,7 @@ class TestbedJudge:
     def _entity_atoms(self, scene: _Scene, index: int, entity: Entity) -> list[AtomResult]:
         blob = scene.blob(entity)
         need = _min_area(entity)
-        atom = Atom("entity", f"there is a {entity.text}", f"entity:{index}")
+        atom = Atom(ENTITY, f"there is a {entity.text}", atom_key(ENTITY, index))
         results = [_result(atom, (blob.area - need) / 4 + 0.5, f"{blob.area} px (need {need})")]
         if entity.head in ("circle", "square"):
             x0, y0, x1, y1 = blob.box
@@ -164,7 +169,7 @@ class TestbedJudge:
             margin = (fill - _SQUARE_FILL) * 40 * (1 if entity.head == "square" else -1)
             if blob.area < need:
                 margin = math.nan
-            atom = Atom("attribute", f"the {entity.attributes['color']} thing is a {entity.head}", f"attribute:{index}:shape")
+            atom = Atom(ATTRIBUTE, f"the {entity.attributes['color']} thing is a {entity.head}", atom_key(ATTRIBUTE, index, "shape"))
             results.append(_result(atom, margin, f"covers {fill:.2f} of its box"))
         return results
 
@@ -172,7 +177,7 @@ class TestbedJudge:
 
     def _relation_atom(self, scene: _Scene, csg: CSG, index: int, relation: Relation) -> AtomResult:
         subject, obj = csg.entities[relation.subject], csg.entities[relation.object]
-        atom = Atom("relation", f"the {subject.text} is {relation.predicate} the {obj.text}", f"relation:{index}")
+        atom = Atom(RELATION, f"the {subject.text} is {relation.predicate} the {obj.text}", atom_key(RELATION, index))
         a, b = scene.blob(subject), scene.blob(obj)
         if a.area < _min_area(subject) or b.area < _min_area(obj):
             return _result(atom, math.nan, "an entity is missing")
@@ -197,22 +202,23 @@ class TestbedJudge:
     # -- effects
 
     def _effect_atom(self, scene: _Scene, csg: CSG, index: int, effect: Effect) -> AtomResult:
-        key = f"effect:{index}"
+        key = atom_key(EFFECT, index)
         first, second = (csg.entities[i] for i in effect.entities)
         a, b = scene.blob(first), scene.blob(second)
-        if effect.name == "contact":
-            atom = Atom("effect", f"the {first.text} touches the {second.text}", key)
+        name = effect_name(effect.name)
+        if name == CONTACT:
+            atom = Atom(EFFECT, f"the {first.text} touches the {second.text}", key)
             if a.area < _min_area(first) or b.area < _min_area(second):
                 return _result(atom, math.nan, "an entity is missing")
             gap = b.box[1] - a.box[3]
             return _result(atom, 2.5 - abs(gap), f"vertical gap {gap} px")
-        if effect.name == "reflection":
-            return self._reflection(scene, first, a, b, Atom("effect", f"the {first.text} is reflected in the mirror", key))
-        if effect.name == "shadow":
-            return self._shadow(scene, first, a, b, Atom("effect", f"the {first.text} casts a shadow away from the lamp", key))
-        if effect.name == "fill_level":
-            return self._fill(scene, a, Atom("effect", f"the {first.text} settles in the {second.text}", key))
-        return _result(Atom("effect", effect.name, key), math.nan, f"unknown effect {effect.name!r}")
+        if name == REFLECTION:
+            return self._reflection(scene, first, a, b, Atom(EFFECT, f"the {first.text} is reflected in the mirror", key))
+        if name == SHADOW:
+            return self._shadow(scene, first, a, b, Atom(EFFECT, f"the {first.text} casts a shadow away from the lamp", key))
+        if name == FILL_LEVEL:
+            return self._fill(scene, a, Atom(EFFECT, f"the {first.text} settles in the {second.text}", key))
+        return _result(Atom(EFFECT, effect.name, key), math.nan, f"unknown effect {effect.name!r}")
 
     @staticmethod
     def _reflection(scene: _Scene, obj: Entity, a: _Blob, mirror: _Blob, atom: Atom) -> AtomResult:

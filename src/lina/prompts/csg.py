@@ -11,9 +11,11 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from lina.prompts.vocabulary import RELATION_KINDS, SPATIAL
+
 Span = tuple[int, int]
 
-RELATION_KINDS = ("spatial", "causal", "comparative")
+__all__ = ["CSG", "Effect", "Entity", "RELATION_KINDS", "Relation", "Span"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class Relation:
     predicate: str
     object: int | None
     span: Span
-    kind: str = "spatial"
+    kind: str = SPATIAL
     negated: bool = False
     word_spans: tuple[Span, ...] = ()
 
@@ -99,7 +101,7 @@ class CSG:
                     r["predicate"],
                     r.get("object"),
                     tuple(r["span"]),
-                    r.get("kind", "spatial"),
+                    r.get("kind", SPATIAL),
                     r.get("negated", False),
                     tuple(tuple(w) for w in r.get("word_spans", ())),
                 )

@@ -10,7 +10,7 @@ them, the thing first:
     A light source lights every thing connected to it through the relations, however many hops
     away; each lit thing that is neither a light nor a surface shadows fall on casts a shadow.
     "a tree casts a shadow" states one directly: (tree,).
-``support`` (thing, support)
+``contact`` (thing, support)
     "on" and its wordings ("rests on", "sits on", "on top of") mean contact: the object carries
     the subject; "<support> supports <thing>" the other way round.
 ``fill_level`` (contents, container) or (container,)
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from lina.prompts import lexicon as lx
 from lina.prompts.csg import Effect, Entity, Relation
+from lina.prompts.vocabulary import CONTACT, FILL_LEVEL, REFLECTION, SHADOW
 
 REFLECTORS = frozenset({"mirror"})
 LIGHT_SOURCES = frozenset("lamp light sun candle lantern flashlight torch spotlight bulb lightbulb streetlight".split())
@@ -60,7 +61,7 @@ def implied_effects(
     relations: tuple[Relation, ...],
     with_pairs: tuple[tuple[int, int], ...] = (),
 ) -> tuple[Effect, ...]:
-    """All effects of the scene, in the order reflection, shadow, support, fill_level.
+    """All effects of the scene, in the order reflection, shadow, contact, fill_level.
 
     ``with_pairs`` are (owner, thing) for "<owner> with <thing>", which fills a container.
     """
@@ -68,7 +69,7 @@ def implied_effects(
     effects = (
         _reflections(entities, facts)
         + _shadows(entities, facts)
-        + _supports(facts)
+        + _contacts(facts)
         + _fills(prompt, entities, facts, with_pairs)
     )
     return tuple(dict.fromkeys(effects))  # drop repeats, keep order
@@ -108,13 +109,13 @@ def _reflections(entities: tuple[Entity, ...], facts: list[_Fact]) -> list[Effec
                 if resting and (f.agent, mirror) not in reflected:
                     reflected[(f.agent, mirror)] = f"{f.cause}; {cause}"
                     grown = True
-    return [Effect("reflection", pair, cause) for pair, cause in reflected.items()]
+    return [Effect(REFLECTION, pair, cause) for pair, cause in reflected.items()]
 
 
 def _shadows(entities: tuple[Entity, ...], facts: list[_Fact]) -> list[Effect]:
     lights = [i for i, e in enumerate(entities) if e.head in LIGHT_SOURCES]
     effects = [
-        Effect("shadow", (thing, light), "; ".join(path))
+        Effect(SHADOW, (thing, light), "; ".join(path))
         for light in lights
         for thing, path in _connected(light, facts).items()
         if entities[thing].head not in LIGHT_SOURCES | SHADOW_RECEIVERS
@@ -123,7 +124,7 @@ def _shadows(entities: tuple[Entity, ...], facts: list[_Fact]) -> list[Effect]:
     for f in facts:
         casts = f.canonical == "cast" and entities[f.patient].head == "shadow"
         if casts and entities[f.agent].head not in LIGHT_SOURCES and f.agent not in shadowed:
-            effects.append(Effect("shadow", (f.agent,), f.cause))
+            effects.append(Effect(SHADOW, (f.agent,), f.cause))
     return effects
 
 
@@ -143,13 +144,13 @@ def _connected(start: int, facts: list[_Fact]) -> dict[int, list[str]]:
     return paths
 
 
-def _supports(facts: list[_Fact]) -> list[Effect]:
+def _contacts(facts: list[_Fact]) -> list[Effect]:
     effects = []
     for f in facts:
         if f.canonical in RESTS_ON:
-            effects.append(Effect("support", (f.agent, f.patient), f.cause))
+            effects.append(Effect(CONTACT, (f.agent, f.patient), f.cause))
         elif f.canonical in CARRIES:
-            effects.append(Effect("support", (f.patient, f.agent), f.cause))
+            effects.append(Effect(CONTACT, (f.patient, f.agent), f.cause))
     return effects
 
 
@@ -161,19 +162,19 @@ def _fills(
     effects = []
     for f in facts:
         if f.canonical in FILLED_WITH and f.agent in containers:
-            effects.append(Effect("fill_level", (f.patient, f.agent), f.cause))
+            effects.append(Effect(FILL_LEVEL, (f.patient, f.agent), f.cause))
         elif (f.canonical in FILLS or (f.canonical == "in" and f.agent in poured)) and f.patient in containers:
-            effects.append(Effect("fill_level", (f.agent, f.patient), f.cause))
+            effects.append(Effect(FILL_LEVEL, (f.agent, f.patient), f.cause))
         elif f.canonical in QUANTITY_COMPARISONS:
             effects += _compared_with_empty_space(entities, facts, f, containers)
     for owner, thing in with_pairs:
         if owner in containers and entities[thing].head not in EMPTY_SPACE:
             cause = _stretch(prompt, entities[owner].span, entities[thing].span)
-            effects.append(Effect("fill_level", (thing, owner), cause))
+            effects.append(Effect(FILL_LEVEL, (thing, owner), cause))
     filled = {e.entities[-1] for e in effects}
     for i in containers:
         if i not in filled and set(entities[i].text.lower().replace("-", " ").split()) & FILL_WORDS:
-            effects.append(Effect("fill_level", (i,), entities[i].text))
+            effects.append(Effect(FILL_LEVEL, (i,), entities[i].text))
     return effects
 
 
@@ -189,4 +190,4 @@ def _compared_with_empty_space(
     filler = sides[1] if empty[0] == sides[0] else sides[0]
     located = [f.patient for f in facts if f.canonical == "in" and f.agent in sides and f.patient in containers]
     container = located[:1] or (containers if len(containers) == 1 else [])
-    return [Effect("fill_level", (filler, container[0]), comparison.cause)] if container else []
+    return [Effect(FILL_LEVEL, (filler, container[0]), comparison.cause)] if container else []

@@ -19,7 +19,7 @@ from spacy.lang.en.stop_words import STOP_WORDS
 if TYPE_CHECKING:
     import inflect
 
-SPATIAL, CAUSAL, COMPARATIVE = "spatial", "causal", "comparative"
+from lina.prompts.vocabulary import CAUSAL, COMPARATIVE, SPATIAL
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class RelationSense:
 
 # Spatial prepositions, multi-word ones included; each line: canonical <- wordings.
 _SPATIAL_PHRASES = {
-    "on": "on, upon, onto, atop, on top of, on the top of, at the top of",
+    "on": "on, upon, onto, atop, on top of, on the top of, at the top of, on the edge of, at the edge of",
     "under": "under, underneath, beneath, below, at the bottom of, on the bottom of",
     "above": "above, over",
     "in": "in, inside, inside of, into, within",
@@ -46,7 +46,7 @@ _SPATIAL_PHRASES = {
     "in front of": "in front of",
     "left of": "left of, to the left of, on the left of, on the left side of, at the left of",
     "right of": "right of, to the right of, on the right of, on the right side of, at the right of",
-    "next to": "next to, beside, alongside, by",
+    "next to": "next to, beside, alongside, by, on the side of, at the side of, by the side of",
     "near": "near, close to, near to, nearby, close by",
     "far from": "far from, far away from, away from",
     "in the middle of": "in the middle of, in the center of, in the centre of",
@@ -62,6 +62,8 @@ _SPATIAL_PHRASES = {
     "from": "from",
     "off": "off",
     "toward": "toward, towards",
+    "down": "down",
+    "past": "past",
     "full of": "full of, half full of, half-full of, filled to the brim with",
     "empty of": "empty of",
     # Positions in the picture, which need no object: "the dog is on the left".
@@ -71,6 +73,8 @@ _SPATIAL_PHRASES = {
     "in the background": "in the background",
     "in the foreground": "in the foreground",
 }
+CONTENT_RELATIONS = frozenset({"full of", "empty of"})
+"""Canonical predicates of "<container> <predicate> <contents>": what follows is said of the container."""
 ABSOLUTE_POSITIONS = frozenset(
     {"on the left", "on the right", "in the middle", "in the background", "in the foreground"}
 )
@@ -225,6 +229,27 @@ NUMBERS: dict[str, str] = {
     )
 } | {"dozen": "12", "several": "several", "many": "many", "few": "few", "multiple": "multiple"}
 """Count words -> the ``count`` attribute (digits for exact numbers)."""
+
+FRAMING_NOUNS = frozenset(
+    """photo photograph picture image painting drawing sketch illustration render rendering portrait
+    snapshot shot close-up closeup view scene watercolor watercolour artwork poster still""".split()
+)
+"""Nouns that frame the scene rather than stand in it: in "a photo of a dog right of a cup" the
+entities are the dog and the cup."""
+
+STYLE_WORDS = frozenset(
+    """photorealistic photo-realistic realistic hyperrealistic hyper-realistic cinematic highly detailed
+    intricate 8k 4k hd uhd hdr digital concept trending oil watercolor watercolour studio soft dramatic
+    volumetric unreal octane sharp bokeh masterpiece illustration anime rendered 3d artstation award
+    award-winning ultra dslr 35mm macro vibrant minimalist surreal impressionist pixel epic stunning
+    professional shallow sunset depth""".split()
+)
+"""Words that open a style clause after a comma (", cinematic lighting", ", 8k"): the clause names no
+entity and no relation."""
+STYLE_PHRASES: tuple[tuple[str, ...], ...] = tuple(
+    tuple(p.split()) for p in ("in the style of", "in style of", "trending on", "art by", "painted by", "by artist")
+)
+"""Wordings that open a style clause anywhere ("... in the style of van gogh")."""
 
 QUANTITY_NOUNS: dict[str, str] = {
     "pair": "2", "couple": "2", "group": "", "pile": "", "bunch": "", "lot": "", "set": "",

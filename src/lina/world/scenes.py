@@ -19,6 +19,7 @@ from functools import cache
 from itertools import product
 
 from lina.prompts.csg import CSG, Effect, Entity, Relation
+from lina.prompts.vocabulary import COMPARATIVE, CONTACT, FILL_LEVEL, REFLECTION, SHADOW, SPATIAL
 from lina.world.vocabulary import CATEGORIES, COLORS, INVERSE_RELATION, SHAPES, WORDS
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, ends exclusive
@@ -123,7 +124,7 @@ def _pair_prompt(
     first = _entity(phrase, subject)
     span = phrase.add(predicate or "and")
     second = _entity(phrase, obj)
-    relations = () if predicate is None else (Relation(0, predicate, 1, span, "spatial"),)
+    relations = () if predicate is None else (Relation(0, predicate, 1, span, SPATIAL),)
     return CSG(phrase.text, (first, second), relations, effects)
 
 
@@ -134,7 +135,7 @@ def _fill_prompt(color: str, water_more: bool | None) -> CSG:
     phrase.add("with")
     if water_more is None:
         water = Entity(f"{color} water", "water", phrase.add(f"{color} water"), {"color": color})
-        return CSG(phrase.text, (jar, water), (), (Effect("fill_level", (1, 0), "jar"),))
+        return CSG(phrase.text, (jar, water), (), (Effect(FILL_LEVEL, (1, 0), "jar"),))
     span = phrase.add("more")
     parts = [(f"{color} water", "water", {"color": color}), ("empty space", "space", {"state": "empty"})]
     if not water_more:
@@ -146,8 +147,8 @@ def _fill_prompt(color: str, water_more: bool | None) -> CSG:
     return CSG(
         phrase.text,
         (jar, first, second),
-        (Relation(1, "more than", 2, span, "comparative"),),
-        (Effect("fill_level", (water_index, 0), "jar"),),
+        (Relation(1, "more than", 2, span, COMPARATIVE),),
+        (Effect(FILL_LEVEL, (water_index, 0), "jar"),),
     )
 
 
@@ -170,17 +171,17 @@ def _bare_csgs(cell: Cell) -> tuple[list[CSG], CSG]:
         return [_pair_prompt(upper, first, lower), _pair_prompt(lower, second, upper)], _pair_prompt(upper, None, lower)
     if cell.category == "contact":
         top, bottom = cell.objects
-        return [_pair_prompt(top, "on", bottom, (Effect("contact", (0, 1), "on"),))], _pair_prompt(top, None, bottom)
+        return [_pair_prompt(top, "on", bottom, (Effect(CONTACT, (0, 1), "on"),))], _pair_prompt(top, None, bottom)
     if cell.category == "mirror":
         (obj,) = cell.objects
-        effects = (Effect("contact", (0, 1), "on"), Effect("reflection", (0, 1), "mirror"))
+        effects = (Effect(CONTACT, (0, 1), "on"), Effect(REFLECTION, (0, 1), "mirror"))
         return [_pair_prompt(obj, "on", "mirror", effects)], _pair_prompt(obj, None, "mirror")
     if cell.category == "shadow":
         (obj,) = cell.objects
         lamp_relation = "left of" if cell.lamp_side < 0 else "right of"
-        lamp_first = _pair_prompt("lamp", lamp_relation, obj, (Effect("shadow", (1, 0), "lamp"),))
-        obj_first = _pair_prompt(obj, INVERSE_RELATION[lamp_relation], "lamp", (Effect("shadow", (0, 1), "lamp"),))
-        neutral = _pair_prompt("lamp", None, obj, (Effect("shadow", (1, 0), "lamp"),))
+        lamp_first = _pair_prompt("lamp", lamp_relation, obj, (Effect(SHADOW, (1, 0), "lamp"),))
+        obj_first = _pair_prompt(obj, INVERSE_RELATION[lamp_relation], "lamp", (Effect(SHADOW, (0, 1), "lamp"),))
+        neutral = _pair_prompt("lamp", None, obj, (Effect(SHADOW, (1, 0), "lamp"),))
         return [lamp_first, obj_first], neutral
     (water,) = cell.objects
     return [_fill_prompt(water[0], cell.water_more)], _fill_prompt(water[0], None)
