@@ -189,3 +189,31 @@ def test_a_models_sampling_defaults_apply_under_the_callers_arguments(sd3_path, 
     assert np.array_equal(out, pipe(PROMPT, generator=_gen(), num_inference_steps=3, height=32, width=32,
                                     output_type="np").images)
     assert lina(PROMPT, generator=_gen(), output_type="np", height=48, width=48).images.shape[1] == 48
+
+
+def test_phrase_weights_scale_their_rows_and_leave_the_syntax_out(sd3_pipe):
+    captured = []
+    handle = sd3_pipe.transformer.register_forward_pre_hook(
+        lambda m, a, kw: captured.append(kw["encoder_hidden_states"][1].clone()), with_kwargs=True
+    )
+    try:
+        weighted = LinaPipeline.from_pipe(sd3_pipe)("a (red:1.5) ball on top of a mirror", generator=_gen(), **SIZE)
+        first = len(captured)
+        plain = _plain(sd3_pipe, prompt="a red ball on top of a mirror")
+    finally:
+        handle.remove()
+    scaled, unweighted = captured[0], captured[first]
+    changed = (~torch.isclose(scaled, unweighted)).any(dim=-1).nonzero().flatten().tolist()
+    tok_clip, tok_t5 = sd3_pipe.tokenizer, sd3_pipe.tokenizer_3
+    text = "a red ball on top of a mirror"
+    clip_tokens = tok_clip.convert_ids_to_tokens(tok_clip(text).input_ids)
+    t5_tokens = tok_t5.convert_ids_to_tokens(tok_t5(text).input_ids)
+    expected = [i for i, t in enumerate(clip_tokens) if t == "red</w>"]
+    expected += [sd3_pipe.tokenizer_max_length + i for i, t in enumerate(t5_tokens) if t == "▁red"]
+    assert changed == expected and weighted.csgs == [None]
+    assert torch.allclose(scaled[expected][unweighted[expected] != 0], 1.5 * unweighted[expected][unweighted[expected] != 0])
+    assert not np.array_equal(weighted.images, plain)
+    literal = LinaPipeline.from_pipe(sd3_pipe, phrase_weights=False)("a (red) ball", generator=_gen(), **SIZE).images
+    assert np.array_equal(literal, _plain(sd3_pipe, prompt="a (red) ball"))
+    with pytest.raises(ValueError):
+        LinaPipeline.from_pipe(sd3_pipe)("a (red:abc) ball", **SIZE)

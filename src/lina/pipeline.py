@@ -56,7 +56,7 @@ class LinaPipeline:
     """Wraps a diffusers pipeline of a supported family; call it like the pipeline itself, with the
     interventions as the second argument."""
 
-    def __init__(self, pipe, adapter: FamilyAdapter | None = None, aim=None) -> None:
+    def __init__(self, pipe, adapter: FamilyAdapter | None = None, aim=None, phrase_weights: bool = True) -> None:
         if pipe is None:
             raise TypeError("LinaPipeline wraps a loaded diffusers pipeline, e.g. "
                             "LinaPipeline.from_pipe(StableDiffusion3Pipeline.from_pretrained(...)); got None")
@@ -68,11 +68,14 @@ class LinaPipeline:
         # The model's own sampling defaults (``lina_sampling.json`` beside its model_index.json), under
         # the caller's arguments: the testbed, trained on 12-token prompts at 32x32, samples right from any entry point.
         self.defaults = {k: v for k, v in sampling_defaults(pipe).items() if self.adapter.accepts(k)}
+        # ``(word:1.3)``, ``(phrase)``, ``[phrase]`` in a prompt weight those phrases' rows in every encoder.
+        self.phrase_weights = phrase_weights
 
     @classmethod
-    def from_pipe(cls, pipe, aim=None) -> LinaPipeline:
-        """Wrap ``pipe``; its modules are shared, not copied. ``aim`` predicts strengths per prompt."""
-        return cls(pipe, aim=aim)
+    def from_pipe(cls, pipe, aim=None, phrase_weights: bool = True) -> LinaPipeline:
+        """Wrap ``pipe``; its modules are shared, not copied. ``aim`` predicts strengths per prompt.
+        ``phrase_weights=False`` reads ``( )`` and ``[ ]`` in prompts as plain text."""
+        return cls(pipe, aim=aim, phrase_weights=phrase_weights)
 
     @property
     def family(self) -> str:
@@ -105,6 +108,14 @@ class LinaPipeline:
         adapter = self.adapter
         kwargs = self._check_arguments({**self.defaults, **kwargs})
         prompts = self._prompts(prompt, csgs, kwargs)
+        weighted = None
+        if self.phrase_weights and prompt is not None:
+            from lina.prompts.weights import parse_weights
+
+            parsed = [parse_weights(p) for p in prompts]
+            if any(w.has_weights for w in parsed):  # the syntax is removed from the text that is encoded
+                weighted, prompts = parsed, [w.text for w in parsed]
+                prompt = prompts
         given = _as_csg_list(csgs, prompts)
         copies = 1 if prompt is None else (adapter.arg(kwargs, adapter.per_prompt_arg, 1) or 1)
         encoded = pooled = for_aim = None  # with an AIM, the prompts are encoded once: for the AIM and the sampler
@@ -118,7 +129,7 @@ class LinaPipeline:
         graphs = self._graphs(prompts, given, settings)
         return_dict = kwargs.pop("return_dict", True)
 
-        if all(s.is_neutral for s in settings):
+        if all(s.is_neutral for s in settings) and weighted is None:
             images = _images(self.pipe(prompt=prompt, **kwargs))
         else:
             groups = _schedule_groups(settings)
@@ -131,6 +142,7 @@ class LinaPipeline:
                 parts.append(self._sample(
                     None if prompt is None else [prompts[i] for i in group], [graphs[i] for i in group],
                     [settings[i] for i in group], part_kwargs, encoded if len(groups) == 1 else None,
+                    None if weighted is None else [weighted[i] for i in group],
                 ))
             images = _merge(parts, groups, copies)
         if not return_dict:
@@ -238,10 +250,27 @@ class LinaPipeline:
             embeds = scale_token_rows(embeds, mask, scales.repeat_interleave(copies), slot.channels)
         return cond.with_embeds(embeds)
 
+    def _weight_phrases(self, cond: Conditioning, weighted: list, copies: int, kwargs: dict) -> Conditioning:
+        """Each encoder's rows of the user's weighted phrases times their weights."""
+        from lina.interventions.token import weight_token_rows
+        from lina.prompts.weights import token_weight_rows
+
+        embeds = cond.embeds
+        for slot in self.adapter.encoder_slots(self.adapter.max_sequence_length(kwargs)):
+            if kwargs.get(slot.text_arg) is not None and slot.text_arg != "prompt":
+                continue
+            width = len(range(*slot.rows.indices(embeds.shape[1])))
+            factors = torch.ones(embeds.shape[:2])
+            factors[:, slot.rows] = token_weight_rows(slot.tokenizer, weighted, slot.max_length)[:, :width] \
+                .repeat_interleave(copies, dim=0)
+            embeds = weight_token_rows(embeds, factors, slot.channels)
+        return cond.with_embeds(embeds)
+
     def _sample(self, prompts: list[str] | None, csgs: list[CSG | None], settings: list[Interventions], kwargs: dict,
-                encoded: tuple[Conditioning, dict] | None = None):
+                encoded: tuple[Conditioning, dict] | None = None, weighted: list | None = None):
         """One pipeline call for prompts that share a schedule (token scale and contrast may differ);
-        ``encoded``: `FamilyAdapter.encode_call`'s result for these prompts and arguments, if made already."""
+        ``encoded``: `FamilyAdapter.encode_call`'s result for these prompts and arguments, if made already;
+        ``weighted``: the prompts' phrase weights (`lina.prompts.weights.WeightedPrompt`), if any."""
         adapter = self.adapter
         kwargs = dict(kwargs)
         contrast_embeds = kwargs.pop("contrast_prompt_embeds", None)
@@ -260,6 +289,8 @@ class LinaPipeline:
             call = dict(kwargs)
 
         scales = torch.tensor([s.token_scale for s in settings], dtype=torch.float32)
+        if weighted is not None:
+            cond = self._weight_phrases(cond, weighted, copies, kwargs)
         if any(s.uses_tokens for s in settings):
             cond = self._scale_relation_tokens(cond, [adapter.clean_prompt(t) for t in texts], csgs, scales, copies, kwargs)
         call.update({k: v for k, v in adapter.embed_kwargs(cond).items() if v is not None})

@@ -26,6 +26,7 @@ __all__ = [
 ]
 # The tensor math imports torch; the strengths do not.
 __getattr__, __dir__ = lazy_exports(__name__, {
-    "ClassifierFreeGuidance": "guidance", "ContrastiveGuidance": "guidance", "classifier_free": "guidance", "window_steps": "guidance",
-    "amplified_shift": "schedule", "reallocate_sigmas": "schedule", "scale_token_rows": "token",
+    "ClassifierFreeGuidance": "guidance", "ContrastiveGuidance": "guidance", "classifier_free": "guidance",
+    "window_steps": "guidance", "amplified_shift": "schedule", "reallocate_sigmas": "schedule",
+    "scale_token_rows": "token", "weight_token_rows": "token",
 })
