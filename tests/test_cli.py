@@ -157,3 +157,13 @@ main()
     assert all(set(r["interventions"]) >= {"token_scale", "contrast"} for r in rows)
     assert done.stderr.count("was truncated because CLIP") == 1  # once, not once per encoder and pass
     assert "torchvision" not in done.stderr and "Token indices" not in done.stderr
+
+
+def test_every_public_name_of_the_lazy_packages_resolves():
+    import importlib
+
+    for name in ("lina", "lina.aim", "lina.benchmarks", "lina.interventions", "lina.lisa", "lina.prompts", "lina.world"):
+        package = importlib.import_module(name)
+        for public in package.__all__:
+            assert getattr(package, public) is not None, (name, public)
+        assert set(package.__all__) <= set(dir(package))
