@@ -56,3 +56,17 @@ def test_shipped_aim_fits_the_shipped_testbed_model():
         assert not setting.is_neutral
         for name, (low, high) in lina.aim.bounds.items():
             assert low <= getattr(setting, name) <= high
+
+
+def test_the_readme_quotes_the_table_the_demo_prints():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    results = split_results([_record("a", "baseline", True), _record("a", "lina", True),
+                             _record("b", "baseline", True, subset="in_distribution"),
+                             _record("b", "lina", True, subset="in_distribution")])
+    header = format_table(results).splitlines()[0]
+    block = readme.split("`lina demo` (the shipped model and the shipped AIM")[1].split("```")[1].strip().splitlines()
+    assert block[0].split() == header.split()  # the same columns
+    assert [line.split()[:2] for line in block[1:] if line.split()[1] == "ALL"] == [["ood", "ALL"],
+                                                                                ["in_distribution", "ALL"]]

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from lina.world import world_split
 from lina.world.cli import app
-from lina.world.model import DEFAULT_CHECKPOINT, MAX_SEQUENCE_LENGTH, load_testbed_pipeline
+from lina.loading import sampling_defaults
+from lina.world.model import DEFAULT_CHECKPOINT, MAX_SEQUENCE_LENGTH, SAMPLING, load_testbed_pipeline
 from lina.world.train import TrainConfig, train_testbed
 
 TINY = TrainConfig(
@@ -36,6 +37,7 @@ def test_training_saves_a_loadable_sd3_pipeline(trained):
     assert summary["steps"] == 4 and (root / "work" / "loss_curve.png").stat().st_size > 0
     pipe = load_testbed_pipeline(root / "out")
     assert isinstance(pipe, StableDiffusion3Pipeline)
+    assert sampling_defaults(pipe) == SAMPLING  # saved with the model, so every command samples it right
     assert pipe.vae.config.scaling_factor != 1.0  # set from the latent statistics
     image = pipe(
         "a red circle above a blue square",

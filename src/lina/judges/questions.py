@@ -24,7 +24,6 @@ container; the level comes from a "more ... than" relation on the content when t
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 
 from lina.judges.base import Atom
 from lina.prompts import RelationSense, relation_sense
