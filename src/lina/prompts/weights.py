@@ -13,11 +13,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from lina.prompts.csg import Span
-from lina.prompts.tokens import token_offsets
+
+if TYPE_CHECKING:
+    import torch
 
 EMPHASIS = 1.1
 """Factor of one pair of round brackets without a number (its inverse for square brackets)."""
@@ -160,6 +161,8 @@ def weights_from_offsets(
 ) -> torch.Tensor:
     """Float factors of shape (max_length,): each token row takes the weight of the span it shares
     the most characters with; rows outside every span (special and padding rows too) are 1."""
+    import torch
+
     weights = torch.ones(max_length, dtype=torch.float32)
     for row, (start, end) in enumerate(offsets[:max_length]):
         best = 0
@@ -174,10 +177,16 @@ def token_weights(tokenizer, prompt: WeightedPrompt, max_length: int) -> torch.T
     """Per-row factors (max_length,) of ``prompt.text`` for one tokenizer, tokenized like the
     pipelines do (padding and truncation to ``max_length``); a phrase truncated away has no row."""
     if not prompt.spans:
+        import torch
+
         return torch.ones(max_length, dtype=torch.float32)
+    from lina.prompts.tokens import token_offsets
+
     return weights_from_offsets(token_offsets(tokenizer, prompt.text, max_length), prompt.spans, max_length)
 
 
 def token_weight_rows(tokenizer, prompts: Sequence[WeightedPrompt], max_length: int) -> torch.Tensor:
     """Batched :func:`token_weights`: (len(prompts), max_length)."""
+    import torch
+
     return torch.stack([token_weights(tokenizer, p, max_length) for p in prompts])
