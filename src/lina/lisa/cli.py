@@ -37,7 +37,10 @@ def train(
         str, typer.Option(help="Base pipeline: a diffusers folder (or a hub id where the hub is reachable).")
     ],
     dataset: Annotated[
-        Path, typer.Option(help="save_to_disk folder, parquet/csv/json file, or a folder of those or an imagefolder.")
+        Path, typer.Option(
+            help="save_to_disk folder, parquet/csv/json file, or a folder of those or an imagefolder; "
+            "image columns hold images or file paths (relative to the file's folder)."
+        )
     ],
     output_dir: Annotated[Path, typer.Option(help="Checkpoints, logs, validation images, controlnet/.")] = Path(
         "lisa-output"
@@ -79,7 +82,12 @@ def train(
     validation_inference_steps: int = 20,
     dataloader_workers: int = 0,
 ) -> None:
-    """Train (or resume, when OUTPUT_DIR holds checkpoints) a ControlNet with the LISA objective."""
+    """Train (or resume, when OUTPUT_DIR holds checkpoints) a ControlNet with the LISA objective.
+
+    A resume continues exactly where the run stopped, mid-epoch included. A damaged checkpoint
+    (files that do not match its manifest) is moved aside with a warning and the newest intact one
+    is used instead.
+    """
     options = dict(locals(), family=family.value, mixed_precision=mixed_precision.value)
     from lina.lisa.trainer import TrainConfig
     from lina.lisa.trainer import train as run

@@ -5,11 +5,23 @@ accelerate does the distribution, mixed precision, gradient accumulation and che
 holds ``controlnet/`` (the side network in the diffusers format, all inference needs),
 ``checkpoints/step_*`` (for resuming; the only place the decoder is kept), ``losses.jsonl`` (one
 line per optimizer step) and ``validation/step_*/`` (images generated with the ControlNet pipeline).
+
+Resuming is exact wherever the run stopped, mid-epoch included: every epoch's data order is drawn
+from ``seed`` and the epoch number (accelerate's seedable sampler), a resumed epoch skips the
+batches already trained on, and validation never draws from the training RNG. A checkpoint is
+written to a temporary folder with a ``manifest.json`` of its files' sizes and SHA-256 digests and
+renamed when complete. On resume a checkpoint whose files do not match their manifest (truncated
+weights or optimizer state, a damaged RNG state) is moved to ``checkpoints/damaged_step_*`` with
+a warning and the newest intact one is used; the RNG state is never silently left unrestored.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import math
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -17,7 +29,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, broadcast_object_list, set_seed
 from diffusers import (
     DDPMScheduler,
     DiffusionPipeline,
@@ -36,6 +48,8 @@ from tqdm.auto import tqdm
 from lina.lisa.data import PairCollator, load_condition_dataset
 from lina.lisa.families import FAMILIES, Family
 from lina.lisa.regularizer import LisaRegularizer
+
+logger = logging.getLogger("lina")
 
 # family -> (base pipeline, ControlNet pipeline for validation, training scheduler)
 _PIPELINES = {
@@ -179,18 +193,118 @@ def _checkpoints(output_dir: Path) -> list[Path]:
     return sorted((output_dir / "checkpoints").glob("step_*"), key=lambda path: int(path.name.split("_")[1]))
 
 
+_MANIFEST = "manifest.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(path for path in folder.rglob("*") if path.is_file() and path.name != _MANIFEST)
+
+
+def _write_manifest(folder: Path) -> None:
+    """Record every file's size and digest, so a later resume can tell a complete checkpoint from a damaged one."""
+    files = {
+        path.relative_to(folder).as_posix(): {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+        for path in _files(folder)
+    }
+    _write_atomically(folder / _MANIFEST, json.dumps(files, indent=1))
+
+
+def checkpoint_damage(folder: Path) -> str | None:
+    """Why the checkpoint in ``folder`` cannot be resumed from, or None when every file matches its manifest."""
+    manifest_path = folder / _MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        return f"it has no {_MANIFEST}, so its files cannot be verified"
+    except (OSError, ValueError) as error:
+        return f"its {_MANIFEST} is unreadable ({error})"
+    for name, expected in manifest.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        size = path.stat().st_size
+        if size != expected["bytes"]:
+            return f"{name} has {size} bytes, {expected['bytes']} were written"
+        if _sha256(path) != expected["sha256"]:
+            return f"{name} does not match the digest recorded when it was written"
+    return None
+
+
+def _latest_intact_checkpoint(output_dir: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest checkpoint whose files are intact, and the newer (damaged) ones with what is wrong with each."""
+    damaged = []
+    for checkpoint in reversed(_checkpoints(output_dir)):
+        reason = checkpoint_damage(checkpoint)
+        if reason is None:
+            return checkpoint, damaged
+        damaged.append((checkpoint, reason))
+    return None, damaged
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
 def _trim_log(log_path: Path, last_step: int) -> None:
-    """Drop log lines written after the checkpoint a run resumes from."""
-    if log_path.exists():
-        lines = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= last_step]
-        log_path.write_text("".join(line + "\n" for line in lines))
+    """Keep the log lines of the steps up to the checkpoint a run resumes from.
+
+    A killed run may have logged steps past its last checkpoint, or a last line cut short: both are
+    dropped (the latter with a warning). A malformed line elsewhere is an error naming it.
+    """
+    if not log_path.exists():
+        return
+    lines = log_path.read_text().splitlines()
+    kept = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+        except ValueError as error:
+            if number == len(lines):
+                logger.warning("%s: dropping its last line, cut short when the run stopped: %.80r", log_path, line)
+                break
+            raise ValueError(
+                f"{log_path} line {number} is not a JSON record ({error}); repair or delete that line to resume"
+            ) from None
+        if record["step"] <= last_step:
+            kept.append(line)
+    _write_atomically(log_path, "".join(line + "\n" for line in kept))
+
+
+def _resume_point(output_dir: Path) -> Path | None:
+    """The newest intact checkpoint; damaged newer ones are moved aside with a warning, torn saves removed."""
+    for partial in (output_dir / "checkpoints").glob(".partial_step_*"):
+        shutil.rmtree(partial)
+    checkpoint, damaged = _latest_intact_checkpoint(output_dir)
+    if damaged and checkpoint is None:
+        details = "; ".join(f"{path.name}: {reason}" for path, reason in damaged)
+        raise ValueError(
+            f"no intact checkpoint to resume from in {output_dir / 'checkpoints'} ({details}); "
+            "delete the damaged checkpoints to start over, or choose a new --output-dir"
+        )
+    for path, reason in damaged:
+        aside = path.with_name(f"damaged_{path.name}")
+        shutil.rmtree(aside, ignore_errors=True)
+        path.rename(aside)
+        logger.warning(
+            "checkpoint %s is damaged (%s): moved to %s; resuming from %s instead", path, reason, aside.name, checkpoint
+        )
+    return checkpoint
 
 
 def train(config: TrainConfig) -> Path:
     """Train (or resume training) a ControlNet with LISA; returns the saved ``controlnet`` folder."""
     output_dir = Path(config.output_dir)
-    checkpoints = _checkpoints(output_dir)
-    if checkpoints and (output_dir / "train_config.json").exists():
+    if _checkpoints(output_dir) and (output_dir / "train_config.json").exists():
         _check_resumable(output_dir / "train_config.json", config)
     columns = (config.image_column, config.conditioning_column, config.caption_column)
     dataset = load_condition_dataset(config.dataset, *columns)
@@ -202,6 +316,8 @@ def train(config: TrainConfig) -> Path:
         collate_fn=collate,
         num_workers=config.dataloader_workers,
         drop_last=len(dataset) >= config.batch_size,
+        # Its own generator, so that starting an epoch never draws from the RNG that noises the batches.
+        generator=torch.Generator().manual_seed(config.seed),
     )
     validation_source = (
         dataset if config.validation_dataset is None else load_condition_dataset(config.validation_dataset, *columns)
@@ -212,6 +328,8 @@ def train(config: TrainConfig) -> Path:
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         mixed_precision=config.mixed_precision,
         project_dir=str(output_dir),
+        # Epoch e is shuffled with seed + e on every process: a resumed run knows each epoch's order.
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
         # The last transformer block of SD3/FLUX ControlNets computes a text stream nobody reads.
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
@@ -242,34 +360,42 @@ def train(config: TrainConfig) -> Path:
 
     log_path = output_dir / "losses.jsonl"
     step = 0
-    if checkpoints:
-        accelerator.load_state(str(checkpoints[-1]))
-        step = int(checkpoints[-1].name.split("_")[1])
-        accelerator.print(f"resumed from {checkpoints[-1]} (step {step})")
-        if accelerator.is_main_process:
-            _trim_log(log_path, step)
+    checkpoint = _resume_point(output_dir) if accelerator.is_main_process else None
+    checkpoint = broadcast_object_list([checkpoint])[0] if accelerator.num_processes > 1 else checkpoint
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        step = int(checkpoint.name.split("_")[1])
+        accelerator.print(f"resumed from {checkpoint} (step {step})")
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "train_config.json").write_text(json.dumps(asdict(config), default=str, indent=2))
+        _trim_log(log_path, step)  # also drops the steps of a run killed before its first checkpoint
+        _write_atomically(output_dir / "train_config.json", json.dumps(asdict(config), default=str, indent=2))
 
     def save_checkpoint() -> None:
         # Written under a temporary name and renamed when complete, so a kill mid-save leaves no torn checkpoint.
         partial = output_dir / "checkpoints" / f".partial_step_{step:06d}"
+        if accelerator.is_main_process:
+            shutil.rmtree(partial, ignore_errors=True)
+        accelerator.wait_for_everyone()
         accelerator.save_state(str(partial))
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
+            _write_manifest(partial)
             partial.rename(partial.with_name(f"step_{step:06d}"))
             for stale in _checkpoints(output_dir)[: -config.keep_checkpoints]:
                 shutil.rmtree(stale)
 
-    batches_per_epoch = len(loader)
-    resume_skip = (step * config.gradient_accumulation_steps) % batches_per_epoch
+    # accelerate ends every epoch with an optimizer step, so an epoch has ceil(batches / accumulation) steps.
+    steps_per_epoch = math.ceil(len(loader) / config.gradient_accumulation_steps)
+    epoch, steps_into_epoch = divmod(step, steps_per_epoch)
     progress = tqdm(total=config.max_steps, initial=step, desc="lisa", disable=not accelerator.is_local_main_process)
     started = time.perf_counter()
     while step < config.max_steps:
-        epoch = accelerator.skip_first_batches(loader, resume_skip) if resume_skip else loader
-        resume_skip = 0
-        for batch in epoch:
+        loader.set_epoch(epoch)
+        skip = steps_into_epoch * config.gradient_accumulation_steps
+        batches = accelerator.skip_first_batches(loader, skip) if skip else loader
+        steps_into_epoch = 0
+        for batch in batches:
             with accelerator.accumulate(objective):
                 losses = objective(*conditioner(batch))
                 accelerator.backward(losses.total)
@@ -306,6 +432,7 @@ def train(config: TrainConfig) -> Path:
             started = time.perf_counter()
             if step >= config.max_steps:
                 break
+        epoch += 1
     progress.close()
 
     accelerator.wait_for_everyone()
@@ -323,6 +450,12 @@ def _validate(
     """Generate one image per validation row with the ControlNet pipeline (fixed seed) and save them."""
     if not accelerator.is_main_process:
         return
+    devices = [accelerator.device] if accelerator.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # validation draws nothing from the training RNG
+        _generate(accelerator, control_pipeline_class, pipeline, side, validation, config, folder)
+
+
+def _generate(accelerator, control_pipeline_class, pipeline, side, validation: dict, config: TrainConfig, folder: Path):
     side.eval()
     control = control_pipeline_class.from_pipe(pipeline, controlnet=side)
     control.set_progress_bar_config(disable=True)
