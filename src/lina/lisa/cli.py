@@ -8,15 +8,15 @@ from typing import Annotated
 
 import typer
 
+from lina.lisa.families import FAMILIES
+
 app = typer.Typer(
     help="Train ControlNet-style side networks with LISA (Likelihood Score Alignment).", no_args_is_help=True
 )
 
 
-class FamilyName(str, Enum):
-    sd = "sd"
-    sd3 = "sd3"
-    flux = "flux"
+FamilyName = Enum("FamilyName", {name: name for name in FAMILIES}, type=str)
+_FAMILY_HELP = "; ".join(f"{name}: {family.label}" for name, family in FAMILIES.items()) + "."
 
 
 class MixedPrecision(str, Enum):
@@ -32,7 +32,7 @@ def _lisa() -> None:
 
 @app.command()
 def train(
-    family: Annotated[FamilyName, typer.Option(help="sd: SD1.x/2.x UNet; sd3: SD3/SD3.5; flux: FLUX.1.")],
+    family: Annotated[FamilyName, typer.Option(help=_FAMILY_HELP)],
     pretrained: Annotated[
         str, typer.Option(help="Base pipeline: a diffusers folder (or a hub id where the hub is reachable).")
     ],
@@ -84,9 +84,7 @@ def train(
 ) -> None:
     """Train (or resume, when OUTPUT_DIR holds checkpoints) a ControlNet with the LISA objective.
 
-    A resume continues exactly where the run stopped, mid-epoch included. A damaged checkpoint
-    (files that do not match its manifest) is moved aside with a warning and the newest intact one
-    is used instead.
+    A resume continues exactly where the run stopped, mid-epoch included. A damaged checkpoint (files that do not match its manifest) is moved aside with a warning and the newest intact one is used instead.
     """
     options = dict(locals(), family=family.value, mixed_precision=mixed_precision.value)
     from lina.lisa.trainer import TrainConfig

@@ -30,17 +30,8 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, broadcast_object_list, set_seed
-from diffusers import (
-    DDPMScheduler,
-    DiffusionPipeline,
-    FlowMatchEulerDiscreteScheduler,
-    FluxControlNetPipeline,
-    FluxPipeline,
-    StableDiffusion3ControlNetPipeline,
-    StableDiffusion3Pipeline,
-    StableDiffusionControlNetPipeline,
-    StableDiffusionPipeline,
-)
+import diffusers
+from diffusers import DiffusionPipeline
 from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -50,14 +41,6 @@ from lina.lisa.families import FAMILIES, Family
 from lina.lisa.regularizer import LisaRegularizer
 
 logger = logging.getLogger("lina")
-
-# family -> (base pipeline, ControlNet pipeline for validation, training scheduler)
-_PIPELINES = {
-    "sd": (StableDiffusionPipeline, StableDiffusionControlNetPipeline, DDPMScheduler),
-    "sd3": (StableDiffusion3Pipeline, StableDiffusion3ControlNetPipeline, FlowMatchEulerDiscreteScheduler),
-    "flux": (FluxPipeline, FluxControlNetPipeline, FlowMatchEulerDiscreteScheduler),
-}
-
 
 @dataclass
 class TrainConfig:
@@ -130,21 +113,12 @@ def _check_resumable(saved_config: Path, config: TrainConfig) -> None:
         )
 
 
-def default_hook_layer(family: Family, side: torch.nn.Module) -> str:
-    """The reference recipe's ``down_5`` for SD (``mid`` for UNets without it), the deepest block for SD3/FLUX."""
-    names = list(family.hook_points(side))
-    if family.name == "sd":
-        return "down_5" if "down_5" in names else "mid"
-    return [name for name in names if name.startswith("block_")][-1]
-
-
 class _Conditioner:
     """Turns a batch of pixels and captions into latents, the side network's condition and text inputs."""
 
     def __init__(self, family: Family, pipeline, side: torch.nn.Module, config: TrainConfig, device, dtype):
-        self.family, self.pipeline, self.config, self.device, self.dtype = family, pipeline, config, device, dtype
-        # SD ControlNets and FLUX ControlNets with an input hint block embed pixels; the others take latents.
-        self.pixel_condition = family.name == "sd" or getattr(side, "input_hint_block", None) is not None
+        self.family, self.pipeline, self.side, self.config = family, pipeline, side, config
+        self.device, self.dtype = device, dtype
 
     def _latents(self, pixels: torch.Tensor) -> torch.Tensor:
         """Posterior means: deterministic, and the same latents the main network was trained on even
@@ -153,40 +127,23 @@ class _Conditioner:
         encoded = vae.encode((pixels * 2 - 1).to(self.device, self.dtype)).latent_dist.mode()
         return ((encoded - (vae.config.shift_factor or 0.0)) * vae.config.scaling_factor).float()
 
-    def _text(self, captions: list[str]) -> dict[str, torch.Tensor]:
-        pipe, device = self.pipeline, self.device
-        if self.family.name == "sd":
-            embeds, _ = pipe.encode_prompt(captions, device, 1, do_classifier_free_guidance=False)
-            return {"encoder_hidden_states": embeds}
-        if self.family.name == "sd3":
-            embeds, _, pooled, _ = pipe.encode_prompt(
-                captions, None, None, device=device, do_classifier_free_guidance=False
-            )
-            return {"encoder_hidden_states": embeds, "pooled_projections": pooled}
-        embeds, pooled, _ = pipe.encode_prompt(captions, None, device=device)
-        text = {"encoder_hidden_states": embeds, "pooled_projections": pooled}
-        text["guidance"] = torch.full((len(captions),), self.config.flux_guidance, device=device)
-        return text
-
     @torch.no_grad()
     def __call__(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        condition = batch["condition"].to(self.device)
-        if self.pixel_condition:
-            condition = condition if self.family.name == "sd" else condition * 2 - 1
-        else:
-            condition = self._latents(condition)
-        return self._latents(batch["image"]), condition, self._text(batch["caption"])
+        condition = self.family.condition_input(self.side, batch["condition"].to(self.device), self._latents)
+        text = self.family.encode_text(self.pipeline, batch["caption"], self.device, self.config.flux_guidance)
+        return self._latents(batch["image"]), condition, dict(text)
 
 
 def _load_pipeline(family: Family, pretrained: str | Path, dtype: torch.dtype) -> DiffusionPipeline:
     """The family's base pipeline; ValueError naming the right --family when the folder holds another one."""
-    expected = _PIPELINES[family.name][0]
     declared = DiffusionPipeline.load_config(pretrained)["_class_name"]
-    if declared != expected.__name__:
-        families = {pipelines[0].__name__: name for name, pipelines in _PIPELINES.items()}
+    if declared != family.base_pipeline:
+        families = {other.base_pipeline: name for name, other in FAMILIES.items()}
         hint = f"use --family {families[declared]}" if declared in families else "it is not a supported base pipeline"
-        raise ValueError(f"{pretrained} holds a {declared}, not the {expected.__name__} of --family {family.name}; {hint}")
-    return expected.from_pretrained(pretrained, dtype=dtype)
+        raise ValueError(
+            f"{pretrained} holds a {declared}, not the {family.base_pipeline} of --family {family.name}; {hint}"
+        )
+    return getattr(diffusers, family.base_pipeline).from_pretrained(pretrained, dtype=dtype)
 
 
 def _checkpoints(output_dir: Path) -> list[Path]:
@@ -335,10 +292,9 @@ def train(config: TrainConfig) -> Path:
     )
     set_seed(config.seed)
     family = FAMILIES[config.family]
-    _, control_pipeline_class, scheduler_class = _PIPELINES[family.name]
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
     pipeline = _load_pipeline(family, config.pretrained, weight_dtype).to(accelerator.device)
-    main = pipeline.unet if family.name == "sd" else pipeline.transformer
+    main = family.main_network(pipeline)
     if config.controlnet is not None:
         side = family.side_type.from_pretrained(config.controlnet)
     else:
@@ -347,8 +303,8 @@ def train(config: TrainConfig) -> Path:
     objective = LisaRegularizer(
         side,
         main,
-        scheduler_class.from_config(pipeline.scheduler.config),
-        hook_layer=config.hook_layer or default_hook_layer(family, side),
+        family.training_scheduler.from_config(pipeline.scheduler.config),
+        hook_layer=config.hook_layer or family.default_hook_layer(side),
         weight=config.lisa_weight,
         regularize_fraction=config.regularize_fraction,
         decoder_width=config.decoder_width,
@@ -422,7 +378,7 @@ def train(config: TrainConfig) -> Path:
             if step % config.validation_every == 0 or step == config.max_steps:
                 _validate(
                     accelerator,
-                    control_pipeline_class,
+                    family,
                     pipeline,
                     accelerator.unwrap_model(objective).side_network,
                     validation,
@@ -444,24 +400,21 @@ def train(config: TrainConfig) -> Path:
 
 
 @torch.no_grad()
-def _validate(
-    accelerator, control_pipeline_class, pipeline, side, validation: dict, config: TrainConfig, folder: Path
-) -> None:
+def _validate(accelerator, family: Family, pipeline, side, validation: dict, config: TrainConfig, folder: Path) -> None:
     """Generate one image per validation row with the ControlNet pipeline (fixed seed) and save them."""
     if not accelerator.is_main_process:
         return
     devices = [accelerator.device] if accelerator.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):  # validation draws nothing from the training RNG
-        _generate(accelerator, control_pipeline_class, pipeline, side, validation, config, folder)
+        _generate(accelerator, family, pipeline, side, validation, config, folder)
 
 
-def _generate(accelerator, control_pipeline_class, pipeline, side, validation: dict, config: TrainConfig, folder: Path):
+def _generate(accelerator, family: Family, pipeline, side, validation: dict, config: TrainConfig, folder: Path) -> None:
     side.eval()
-    control = control_pipeline_class.from_pipe(pipeline, controlnet=side)
+    control = getattr(diffusers, family.control_pipeline).from_pipe(pipeline, controlnet=side)
     control.set_progress_bar_config(disable=True)
     conditions = [_to_pil(pixels) for pixels in validation["condition"]]
     folder.mkdir(parents=True, exist_ok=True)
-    image_argument = "image" if control_pipeline_class is StableDiffusionControlNetPipeline else "control_image"
     for index, (caption, condition) in enumerate(zip(validation["caption"], conditions)):
         generator = torch.Generator(accelerator.device).manual_seed(config.seed + index)
         with accelerator.autocast():
@@ -471,7 +424,7 @@ def _generate(accelerator, control_pipeline_class, pipeline, side, validation: d
                 width=config.resolution,
                 generator=generator,
                 num_inference_steps=config.validation_inference_steps,
-                **{image_argument: condition},
+                **{family.control_image_argument: condition},
             ).images[0]
         image.save(folder / f"{index:02d}.png")
         condition.save(folder / f"{index:02d}_condition.png")
