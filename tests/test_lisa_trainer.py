@@ -270,3 +270,15 @@ def test_image_column_of_another_type_is_named(tmp_path):
     rows.save_to_disk(tmp_path / "saved")
     with pytest.raises(ValueError, match=r"column 'label' .* not images or image file paths; .*--conditioning-column"):
         load_condition_dataset(tmp_path / "saved", "image", "label", "caption")
+
+
+@pytest.mark.parametrize("target", ["plain", "random", "detached"])
+def test_controls_train_and_are_kept_on_resume(assets, tmp_path, target):
+    result = _train(assets, tmp_path, "--max-steps", "1", "--validation-every", "100", "--lisa-target", target)
+    assert result.exit_code == 0, result.output
+    (row,) = _log(tmp_path)
+    assert row["lisa"] > 0 and row["total"] == pytest.approx(row["diffusion"] + 0.2 * row["lisa"], rel=1e-5)
+    if target == "random":
+        assert row["target_norm"] == pytest.approx(1.0, rel=1e-5)
+    result = _train(assets, tmp_path, "--max-steps", "2", "--validation-every", "100")
+    assert result.exit_code == 2 and "other lisa_target" in result.output

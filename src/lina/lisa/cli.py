@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from lina.lisa.families import FAMILIES
+from lina.lisa.regularizer import TARGETS
 
 app = typer.Typer(
     help="Train ControlNet-style side networks with LISA (Likelihood Score Alignment).", no_args_is_help=True
@@ -17,6 +18,9 @@ app = typer.Typer(
 
 FamilyName = Enum("FamilyName", {name: name for name in FAMILIES}, type=str)
 _FAMILY_HELP = "; ".join(f"{name}: {family.label}" for name, family in FAMILIES.items()) + "."
+
+
+LisaTarget = Enum("LisaTarget", {name: name for name in TARGETS}, type=str)
 
 
 class MixedPrecision(str, Enum):
@@ -71,6 +75,13 @@ def train(
         float, typer.Option(min=0.0, max=1.0, help="Share of each batch given the frozen pass and the LISA loss.")
     ] = 1.0,
     decoder_width: int = 128,
+    lisa_target: Annotated[
+        LisaTarget,
+        typer.Option(
+            help="What the decoder regresses onto: likelihood (LISA, y - p_base); controls: plain (y), "
+            "random (a fixed random field), detached (LISA target, no gradient into the side network)."
+        ),
+    ] = LisaTarget("likelihood"),
     flux_guidance: float = 3.5,
     mixed_precision: MixedPrecision = MixedPrecision.no,
     seed: int = 0,
@@ -86,7 +97,7 @@ def train(
 
     A resume continues exactly where the run stopped, mid-epoch included. A damaged checkpoint (files that do not match its manifest) is moved aside with a warning and the newest intact one is used instead.
     """
-    options = dict(locals(), family=family.value, mixed_precision=mixed_precision.value)
+    options = dict(locals(), family=family.value, mixed_precision=mixed_precision.value, lisa_target=lisa_target.value)
     from lina.lisa.trainer import TrainConfig
     from lina.lisa.trainer import train as run
 

@@ -67,6 +67,7 @@ class TrainConfig:
     hook_layer: str | None = None  # None: "down_5" for SD (the reference recipe), the last block for SD3/FLUX
     regularize_fraction: float = 1.0
     decoder_width: int = 128
+    lisa_target: str = "likelihood"  # or a control: "plain", "random", "detached" (see lina.lisa.regularizer)
     flux_guidance: float = 3.5  # distilled guidance fed to guidance-embedding FLUX models
     mixed_precision: str = "no"  # "no", "fp16" or "bf16"
     seed: int = 0
@@ -97,11 +98,12 @@ class TrainConfig:
 
 
 # Settings that shape the saved modules: a run resumes only with the same ones.
-_STRUCTURAL = ("family", "controlnet_layers", "hook_layer", "decoder_width")
+_STRUCTURAL = ("family", "controlnet_layers", "hook_layer", "decoder_width", "lisa_target")
 
 
 def _check_resumable(saved_config: Path, config: TrainConfig) -> None:
     saved = json.loads(saved_config.read_text())
+    saved.setdefault("lisa_target", "likelihood")  # runs from before the controls existed
     current = json.loads(json.dumps(asdict(config), default=str))
     changed = [name for name in _STRUCTURAL if saved.get(name) != current[name]]
     if (saved.get("lisa_weight", 0) > 0) != (config.lisa_weight > 0):
@@ -308,6 +310,8 @@ def train(config: TrainConfig) -> Path:
         weight=config.lisa_weight,
         regularize_fraction=config.regularize_fraction,
         decoder_width=config.decoder_width,
+        target=config.lisa_target,
+        random_target_seed=config.seed,
     )
 
     optimizer = torch.optim.AdamW(objective.parameters(), lr=config.learning_rate)
