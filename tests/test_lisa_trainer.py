@@ -282,3 +282,20 @@ def test_controls_train_and_are_kept_on_resume(assets, tmp_path, target):
         assert row["target_norm"] == pytest.approx(1.0, rel=1e-5)
     result = _train(assets, tmp_path, "--max-steps", "2", "--validation-every", "100")
     assert result.exit_code == 2 and "other lisa_target" in result.output
+
+
+def test_detached_control_trains_the_side_network_exactly_like_a_plain_controlnet(assets, tmp_path):
+    """Same batches and noise in every arm (the decoder has its own seed, its gradient is clipped apart):
+    without a LISA gradient into it the side network is the plain ControlNet's, bit for bit."""
+    common = ("--max-steps", "3", "--validation-every", "100", "--checkpoint-every", "3")
+    runs = {"plain": ("--lisa-weight", "0"), "detached": ("--lisa-target", "detached"), "lisa": ()}
+    for name, extra in runs.items():
+        assert _train(assets, tmp_path / name, *common, *extra).exit_code == 0
+    side = {
+        name: {key: value for key, value in load_file(tmp_path / name / "checkpoints" / "step_000003" /
+               "model.safetensors").items() if key.startswith("side_network.")}
+        for name in runs
+    }  # fmt: skip
+    assert all(torch.equal(side["plain"][key], side["detached"][key]) for key in side["plain"])
+    assert [row["diffusion"] for row in _log(tmp_path / "plain")] == [row["diffusion"] for row in _log(tmp_path / "detached")]
+    assert not all(torch.equal(side["plain"][key], side["lisa"][key]) for key in side["plain"])

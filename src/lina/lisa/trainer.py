@@ -24,6 +24,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -61,7 +62,7 @@ class TrainConfig:
     batch_size: int = 4
     gradient_accumulation_steps: int = 1
     learning_rate: float = 1e-5
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = 1.0  # the side network's and the decoder's gradients are clipped apart
     max_steps: int = 10_000
     lisa_weight: float = 0.2
     hook_layer: str | None = None  # None: "down_5" for SD (the reference recipe), the last block for SD3/FLUX
@@ -78,6 +79,7 @@ class TrainConfig:
     validation_rows: int = 4
     validation_inference_steps: int = 20
     dataloader_workers: int = 0
+    show_progress: bool = True  # the tqdm bar (benchmarks running many runs turn it off)
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -262,6 +264,18 @@ def _resume_point(output_dir: Path) -> Path | None:
 
 def train(config: TrainConfig) -> Path:
     """Train (or resume training) a ControlNet with LISA; returns the saved ``controlnet`` folder."""
+    for _ in training_steps(config):
+        pass
+    return Path(config.output_dir) / "controlnet"
+
+
+def training_steps(config: TrainConfig) -> Iterator[dict]:
+    """``train`` one optimizer step at a time: yields each step's log record once it is logged,
+    checkpointed and validated; the side network is saved when the generator is exhausted.
+
+    Several runs can be advanced in turn (interleaved benchmarks). The global RNG is the run's:
+    a caller interleaving runs swaps each run's RNG state in around its ``next`` call.
+    """
     output_dir = Path(config.output_dir)
     if _checkpoints(output_dir) and (output_dir / "train_config.json").exists():
         _check_resumable(output_dir / "train_config.json", config)
@@ -302,17 +316,21 @@ def train(config: TrainConfig) -> Path:
     else:
         side = family.new_side_network(main, pipeline.vae_scale_factor, config.controlnet_layers)
     side.to(torch.float32).train()  # trained in full precision; accelerate autocasts the forward
-    objective = LisaRegularizer(
-        side,
-        main,
-        family.training_scheduler.from_config(pipeline.scheduler.config),
-        hook_layer=config.hook_layer or family.default_hook_layer(side),
-        weight=config.lisa_weight,
-        regularize_fraction=config.regularize_fraction,
-        decoder_width=config.decoder_width,
-        target=config.lisa_target,
-        random_target_seed=config.seed,
-    )
+    # The decoder is initialised from its own seed, so that every arm of a comparison (LISA, its
+    # controls, a plain ControlNet without a decoder) draws the same noise and timesteps.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        objective = LisaRegularizer(
+            side,
+            main,
+            family.training_scheduler.from_config(pipeline.scheduler.config),
+            hook_layer=config.hook_layer or family.default_hook_layer(side),
+            weight=config.lisa_weight,
+            regularize_fraction=config.regularize_fraction,
+            decoder_width=config.decoder_width,
+            target=config.lisa_target,
+            random_target_seed=config.seed,
+        )
 
     optimizer = torch.optim.AdamW(objective.parameters(), lr=config.learning_rate)
     objective, optimizer, loader = accelerator.prepare(objective, optimizer, loader)
@@ -348,7 +366,12 @@ def train(config: TrainConfig) -> Path:
     # accelerate ends every epoch with an optimizer step, so an epoch has ceil(batches / accumulation) steps.
     steps_per_epoch = math.ceil(len(loader) / config.gradient_accumulation_steps)
     epoch, steps_into_epoch = divmod(step, steps_per_epoch)
-    progress = tqdm(total=config.max_steps, initial=step, desc="lisa", disable=not accelerator.is_local_main_process)
+    progress = tqdm(
+        total=config.max_steps,
+        initial=step,
+        desc="lisa",
+        disable=not (config.show_progress and accelerator.is_local_main_process),
+    )
     started = time.perf_counter()
     while step < config.max_steps:
         loader.set_epoch(epoch)
@@ -360,7 +383,11 @@ def train(config: TrainConfig) -> Path:
                 losses = objective(*conditioner(batch))
                 accelerator.backward(losses.total)
                 if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(objective.parameters(), config.max_grad_norm)
+                    # Clipped apart: the decoder's gradient never scales the side network's step.
+                    trained = accelerator.unwrap_model(objective)
+                    accelerator.clip_grad_norm_(trained.side_network.parameters(), config.max_grad_norm)
+                    if trained.decoder is not None:
+                        torch.nn.utils.clip_grad_norm_(trained.decoder.parameters(), config.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             if not accelerator.sync_gradients:
@@ -389,6 +416,7 @@ def train(config: TrainConfig) -> Path:
                     config,
                     output_dir / "validation" / f"step_{step:06d}",
                 )
+            yield record
             started = time.perf_counter()
             if step >= config.max_steps:
                 break
@@ -396,11 +424,9 @@ def train(config: TrainConfig) -> Path:
     progress.close()
 
     accelerator.wait_for_everyone()
-    controlnet_dir = output_dir / "controlnet"
     if accelerator.is_main_process:
-        accelerator.unwrap_model(objective).side_network.save_pretrained(controlnet_dir)
+        accelerator.unwrap_model(objective).side_network.save_pretrained(output_dir / "controlnet")
     accelerator.end_training()
-    return controlnet_dir
 
 
 @torch.no_grad()
