@@ -249,7 +249,9 @@ def main(
     sd_pretrained: Annotated[Path, typer.Option(help="UNet base pipeline (lina world train --family sd).")] = (
         DEFAULT_BASES["sd"]
     ),
-    seeds: Annotated[list[int] | None, typer.Option("--seed", help="Training seeds, repeatable (default 0 1 2).")] = None,
+    seeds: Annotated[
+        list[int] | None, typer.Option("--seed", help="Training seeds, repeatable (default 0 1 2).")
+    ] = None,
     steps: int = 600,
     eval_every: int = 100,
     eval_rows: int = 16,
@@ -279,6 +281,11 @@ def main(
             raise typer.BadParameter(f"no {family} base pipeline at {bases[family]}; pass --{family}-pretrained "
                                      "(the UNet testbed: lina world train --family sd)")  # fmt: skip
     arms = arm_options(lisa_weight, fractions or [], controls)
+    header = (
+        f"ControlNet convergence: settings {', '.join(settings)}; {steps} steps, batch {batch_size}, "
+        f"lr {learning_rate}, LISA weight {lisa_weight}, seeds {seeds}, {threads} thread(s), arms interleaved "
+        f"step by step; scores on {eval_rows} held-out scenes every {eval_every} steps."
+    )
 
     curves: dict[str, dict[str, list[dict]]] = {}
     for setting in settings:
@@ -304,16 +311,11 @@ def main(
             train_interleaved([run.config for run in runs])
             for run in runs:
                 curves.setdefault(setting, {}).setdefault(run.arm, []).append(curve(run.config.output_dir, condition))
-            _write(output_dir, curves, settings, seeds, steps, batch_size, learning_rate, lisa_weight, eval_rows, threads)
+            _write(output_dir, curves, header)
 
 
-def _write(output_dir, curves, settings, seeds, steps, batch_size, learning_rate, lisa_weight, eval_rows, threads):
+def _write(output_dir: Path, curves: dict, header: str) -> None:
     """Results so far (after every (setting, seed)): a killed run keeps them, a rerun resumes the rest."""
-    header = (
-        f"ControlNet convergence: settings {', '.join(settings)}; {steps} steps, batch {batch_size}, lr {learning_rate}, "
-        f"LISA weight {lisa_weight}, seeds {seeds}, {threads} thread(s), arms interleaved step by step; "
-        f"scores on {eval_rows} held-out scenes."
-    )
     text = report(curves, header)
     print(text, flush=True)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -389,8 +389,8 @@ def test_detached_target_trains_the_decoder_and_leaves_the_side_network_the_diff
         losses.total.backward()
         gradients[target, weight] = [p.grad.clone() for p in side.parameters() if p.grad is not None]
         if target == "detached":
-            likelihood_target = _likelihood_target_norm(side, main, scheduler, layer, latents, control, text, noise, timesteps)
-            torch.testing.assert_close(losses.target_norm, likelihood_target)
+            likelihood = _likelihood_target_norm(side, main, scheduler, layer, latents, control, text, noise, timesteps)
+            torch.testing.assert_close(losses.target_norm, likelihood)
             assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in lisa.decoder.parameters())
     plain, detached, likelihood = gradients["likelihood", 0.0], gradients["detached", 0.2], gradients["likelihood", 0.2]
     assert len(plain) == len(detached) and all(torch.equal(a, b) for a, b in zip(plain, detached))

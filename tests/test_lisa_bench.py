@@ -77,7 +77,8 @@ def test_interleaved_runs_train_exactly_as_alone(convergence, tmp_path):
                            validation_rows=1, validation_inference_steps=2, show_progress=False,
                            **options)  # fmt: skip
 
-    convergence.train_interleaved([config("plain_mixed", lisa_weight=0.0), config("lisa_mixed", regularize_fraction=0.5)])
+    interleaved = [config("plain_mixed", lisa_weight=0.0), config("lisa_mixed", regularize_fraction=0.5)]
+    convergence.train_interleaved(interleaved)
     train(config("plain_alone", lisa_weight=0.0))
     train(config("lisa_alone", regularize_fraction=0.5))
 

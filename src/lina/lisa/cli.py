@@ -95,9 +95,11 @@ def train(
 ) -> None:
     """Train (or resume, when OUTPUT_DIR holds checkpoints) a ControlNet with the LISA objective.
 
-    A resume continues exactly where the run stopped, mid-epoch included. A damaged checkpoint (files that do not match its manifest) is moved aside with a warning and the newest intact one is used instead.
+    A resume continues exactly where the run stopped. A damaged checkpoint is moved aside, with a
+    warning, and the newest intact one is used.
     """
-    options = dict(locals(), family=family.value, mixed_precision=mixed_precision.value, lisa_target=lisa_target.value)
+    options = dict(locals(), family=family.value, mixed_precision=mixed_precision.value)
+    options["lisa_target"] = lisa_target.value
     from lina.lisa.trainer import TrainConfig
     from lina.lisa.trainer import train as run
 

@@ -393,7 +393,8 @@ def training_steps(config: TrainConfig) -> Iterator[dict]:
             if not accelerator.sync_gradients:
                 continue
             step += 1
-            # Losses of the step's last micro-batch, averaged over processes; seconds exclude checkpoints and validation.
+            # Losses of the step's last micro-batch, averaged over processes;
+            # seconds exclude checkpoints and validation.
             record = {"step": step, "seconds": time.perf_counter() - started}
             for name in ("total", "diffusion", "lisa", "target_norm"):
                 value = getattr(losses, name)

@@ -50,13 +50,15 @@ def prompts(
 @app.command()
 def train(
     family: Family = typer.Option(
-        Family.sd3, help="sd3: the StableDiffusion3Pipeline testbed; sd: a StableDiffusionPipeline (UNet) on the same world."
+        Family.sd3,
+        help="sd3: the StableDiffusion3Pipeline testbed; sd: a StableDiffusionPipeline (UNet) on the same world.",
     ),
     output: Path | None = typer.Option(
-        None, help="Where to save the trained pipeline (default: src/lina/assets/testbed, or testbed_unet for sd)."
+        None, help="Where to save the trained pipeline (default: src/lina/assets/testbed, testbed_unet for sd)."
     ),
     work_dir: Path | None = typer.Option(
-        None, help="Checkpoints; rerun with the same options to resume (default: runs/testbed, runs/testbed_unet for sd)."
+        None,
+        help="Checkpoints; rerun with the same options to resume (default: runs/testbed, runs/testbed_unet for sd).",
     ),
     steps: int | None = typer.Option(None, help="Denoiser training steps (default: 8000, 4000 for sd)."),
     anneal_steps: int | None = typer.Option(
