@@ -13,6 +13,10 @@ written to a temporary folder with a ``manifest.json`` of its files' sizes and S
 renamed when complete. On resume a checkpoint whose files do not match their manifest (truncated
 weights or optimizer state, a damaged RNG state) is moved to ``checkpoints/damaged_step_*`` with
 a warning and the newest intact one is used; the RNG state is never silently left unrestored.
+
+Runs that differ only in the LISA settings (a plain ControlNet, LISA, its controls) see the same
+batches, noise and timesteps: the decoder is initialised from its own seed and its gradient is
+clipped apart from the side network's.
 """
 
 from __future__ import annotations
@@ -28,10 +32,10 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import diffusers
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, broadcast_object_list, set_seed
-import diffusers
 from diffusers import DiffusionPipeline
 from PIL import Image
 from torch.utils.data import DataLoader
@@ -42,6 +46,7 @@ from lina.lisa.families import FAMILIES, Family
 from lina.lisa.regularizer import LisaRegularizer
 
 logger = logging.getLogger("lina")
+
 
 @dataclass
 class TrainConfig:
