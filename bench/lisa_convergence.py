@@ -7,7 +7,9 @@ from the same base pipeline, data, seed and hence the same batches and noise:
 - ``controlnet``: plain ControlNet (LISA weight 0);
 - ``lisa``: the likelihood-score target y - p_base (``lisa f=F``: on a fraction F of each batch);
 - ``plain y``, ``random``, ``detached``: the same decoder and weight regressing onto the diffusion
-  target y, onto a fixed random field, or onto y - p_base with no gradient into the side network.
+  target y, onto a fixed random field, or onto y - p_base with no gradient into the side network
+  (the latter trains the side network bit for bit like the plain arm: a check of the setup, which
+  ``--skip-arm detached`` leaves out).
 
 The arms of one (setting, seed) advance interleaved, one optimizer step each in turn, in one
 process with a fixed thread count, so machine load falls on all of them alike; each arm keeps its
@@ -261,6 +263,7 @@ def main(
     lisa_weight: float = 0.2,
     fractions: Annotated[list[float] | None, typer.Option("--fraction", help="Extra LISA arms on a fraction.")] = None,
     controls: Annotated[bool, typer.Option(help="Add the plain-y, random and detached control arms.")] = True,
+    skip_arms: Annotated[list[str] | None, typer.Option("--skip-arm", help="Leave out this arm, repeatable.")] = None,
     sd3_hook_layer: str | None = None,
     sd_hook_layer: str | None = None,
     controlnet_layers: Annotated[int | None, typer.Option(help="Blocks of the SD3 ControlNet (default: all).")] = None,
@@ -281,6 +284,10 @@ def main(
             raise typer.BadParameter(f"no {family} base pipeline at {bases[family]}; pass --{family}-pretrained "
                                      "(the UNet testbed: lina world train --family sd)")  # fmt: skip
     arms = arm_options(lisa_weight, fractions or [], controls)
+    unknown = set(skip_arms or []) - set(arms) | ({PLAIN} & set(skip_arms or []))
+    if unknown:
+        raise typer.BadParameter(f"cannot skip {', '.join(sorted(unknown))}; arms: {', '.join(arms)} (not {PLAIN})")
+    arms = {name: options for name, options in arms.items() if name not in (skip_arms or [])}
     header = (
         f"ControlNet convergence: settings {', '.join(settings)}; {steps} steps, batch {batch_size}, "
         f"lr {learning_rate}, LISA weight {lisa_weight}, seeds {seeds}, {threads} thread(s), arms interleaved "
