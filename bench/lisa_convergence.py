@@ -1,23 +1,38 @@
-"""Convergence of ControlNet training with and without LISA: controllability over steps and seconds.
+"""Convergence of ControlNet training with LISA against a plain ControlNet and three controls.
 
-Trains three arms from the same base pipeline, data and seeds with ``lina.lisa.trainer.train``:
-a plain ControlNet (LISA weight 0), LISA on the whole batch, and LISA on a fraction of it. Every
-``--eval-every`` steps the trainer generates one image per validation row; the score is the IoU of
-the generated foreground (pixels that differ from the image's border colour) with the condition
-mask, so the condition must be a layout mask (white object on black) over scenes drawn on a plain
-background, as in the testbed world or ``lina.lisa.testing.disc_dataset``.
+For each setting (a base model family and a condition: the SD3 testbed with the layout mask, the
+UNet testbed with the layout mask and with the edge map) and each training seed, every arm trains
+from the same base pipeline, data, seed and hence the same batches and noise:
 
-Reports, per arm: final IoU, steps and training seconds to reach the plain ControlNet's final IoU
-(speed-up against the step at which the plain ControlNet first reaches it), median step time vs
-plain; writes ``results.md``, ``results.json`` and ``lisa_convergence.png`` to the output folder.
+- ``controlnet``: plain ControlNet (LISA weight 0);
+- ``lisa``: the likelihood-score target y - p_base (``lisa f=F``: on a fraction F of each batch);
+- ``plain y``, ``random``, ``detached``: the same decoder and weight regressing onto the diffusion
+  target y, onto a fixed random field, or onto y - p_base with no gradient into the side network
+  (the latter trains the side network bit for bit like the plain arm: a check of the setup, which
+  ``--skip-arm detached`` leaves out).
 
-    python bench/lisa_convergence.py --pretrained PATH --dataset PATH [--validation-dataset PATH]
+The arms of one (setting, seed) advance interleaved, one optimizer step each in turn, in one
+process with a fixed thread count, so machine load falls on all of them alike; each arm keeps its
+own RNG stream, so it trains exactly as it would alone (and resumes exactly after a kill: rerun
+the same command). Every ``--eval-every`` steps the trainer generates one image per held-out
+scene; the score is the foreground IoU with the layout mask, or the edge F1 (1-pixel tolerance)
+with the edge map.
+
+Reports, per setting and arm: final score (mean and spread over seeds), the step and the training
+seconds at which each run first reaches the plain ControlNet's final score (mean over seeds), the
+speed-ups against the plain arm, and the median seconds per step; writes ``results.md``,
+``results.json`` and ``lisa_convergence.png`` (mean curves with min-max seed bands).
+
+    python bench/lisa_convergence.py --output-dir runs/lisa-convergence
 """
 
 from __future__ import annotations
 
 import json
+import random
 import statistics
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -27,7 +42,15 @@ import typer
 from matplotlib.figure import Figure
 from PIL import Image
 
-from lina.lisa.trainer import TrainConfig, train
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lisa_testbed_data import colour_edges, export  # noqa: E402
+
+from lina.lisa.trainer import TrainConfig, training_steps  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_BASES = {"sd3": ROOT / "src/lina/assets/testbed", "sd": ROOT / "src/lina/assets/testbed_unet"}
+DEFAULT_SETTINGS = ["sd3:layout", "sd:layout", "sd:edges"]
+PLAIN = "controlnet"
 
 
 def foreground_iou(generated: np.ndarray, condition: np.ndarray, threshold: float = 40.0) -> float:
@@ -42,149 +65,270 @@ def foreground_iou(generated: np.ndarray, condition: np.ndarray, threshold: floa
     return 1.0 if union == 0 else float(np.logical_and(foreground, mask).sum() / union)
 
 
-def score_validation(folder: Path) -> float:
-    """Mean IoU over the images of one validation step written by the trainer."""
+def _dilate(mask: np.ndarray) -> np.ndarray:
+    padded = np.pad(mask, 1)
+    return np.stack([padded[1 + dy : padded.shape[0] - 1 + dy, 1 + dx : padded.shape[1] - 1 + dx]
+                     for dy in (-1, 0, 1) for dx in (-1, 0, 1)]).any(0)  # fmt: skip
+
+
+def edge_f1(generated: np.ndarray, condition: np.ndarray, threshold: float = 40.0) -> float:
+    """F1 of the generated image's colour edges against the condition's edge map, within one pixel.
+
+    Precision: generated edge pixels within one pixel of a condition edge; recall: the converse.
+    """
+    found, wanted = colour_edges(generated, threshold), condition.mean(axis=-1) > 127
+    if not found.any() and not wanted.any():
+        return 1.0
+    precision = (found & _dilate(wanted)).sum() / max(found.sum(), 1)
+    recall = (wanted & _dilate(found)).sum() / max(wanted.sum(), 1)
+    return 0.0 if precision + recall == 0 else float(2 * precision * recall / (precision + recall))
+
+
+METRICS = {"layout": ("foreground IoU", foreground_iou), "edges": ("edge F1", edge_f1)}
+
+
+def score_validation(folder: Path, condition: str = "layout") -> float:
+    """Mean score over the images of one validation step written by the trainer."""
+    metric = METRICS[condition][1]
     scores = []
     for condition_path in sorted(folder.glob("*_condition.png")):
         generated = np.asarray(Image.open(folder / condition_path.name.replace("_condition", "")).convert("RGB"))
-        scores.append(foreground_iou(generated, np.asarray(Image.open(condition_path).convert("RGB"))))
+        scores.append(metric(generated, np.asarray(Image.open(condition_path).convert("RGB"))))
     return float(np.mean(scores))
 
 
-def _curve(run_dir: Path) -> tuple[list[int], list[float], list[float], list[float]]:
-    """(eval steps, IoU, cumulative training seconds at those steps, all step times) of one run."""
+@dataclass
+class Run:
+    """One arm of one setting and seed."""
+
+    setting: str
+    arm: str
+    seed: int
+    config: TrainConfig
+
+
+def arm_options(lisa_weight: float, fractions: list[float], controls: bool) -> dict[str, dict]:
+    arms = {
+        PLAIN: {"lisa_weight": 0.0},
+        "lisa": {"lisa_weight": lisa_weight, "lisa_target": "likelihood"},
+        **{f"lisa f={f:g}": {"lisa_weight": lisa_weight, "regularize_fraction": f} for f in fractions},
+    }
+    if controls:
+        arms.update(
+            {name: {"lisa_weight": lisa_weight, "lisa_target": target}
+             for name, target in (("plain y", "plain"), ("random", "random"), ("detached", "detached"))}
+        )  # fmt: skip
+    return arms
+
+
+def _rng_states() -> dict:
+    states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+    if "cuda" in states:
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def train_interleaved(configs: list[TrainConfig]) -> None:
+    """Advance every run one optimizer step in turn until all are done; each keeps its own RNG stream."""
+    runs = [[training_steps(config), None] for config in configs]  # (steps, RNG state once started)
+    while runs:
+        for run in list(runs):
+            outside = _rng_states()
+            if run[1] is not None:
+                _set_rng_states(run[1])
+            try:
+                next(run[0])
+            except StopIteration:
+                runs.remove(run)
+            run[1] = _rng_states()
+            _set_rng_states(outside)
+
+
+def curve(run_dir: Path, condition: str) -> dict[str, list]:
+    """Eval steps, scores, cumulative training seconds at those steps, and every step's seconds."""
     log = [json.loads(line) for line in (run_dir / "losses.jsonl").read_text().splitlines()]
     cumulative = np.cumsum([row["seconds"] for row in log])
     folders = sorted((run_dir / "validation").glob("step_*"))
     steps = [int(folder.name.split("_")[1]) for folder in folders]
-    return (
-        steps,
-        [score_validation(folder) for folder in folders],
-        [float(cumulative[s - 1]) for s in steps],
-        [row["seconds"] for row in log],
-    )
+    return {
+        "steps": steps,
+        "score": [score_validation(folder, condition) for folder in folders],
+        "seconds": [float(cumulative[s - 1]) for s in steps],
+        "step_seconds": [row["seconds"] for row in log],
+    }
 
 
-def _first_reaching(scores: list[float], level: float) -> int | None:
-    """Index of the first evaluation at or above ``level``."""
-    return next((index for index, score in enumerate(scores) if score >= level - 1e-9), None)
+def _first_reaching(curve: dict, level: float) -> tuple[int, float] | None:
+    """(step, training seconds) of the first evaluation at or above ``level``."""
+    for step, seconds, score in zip(curve["steps"], curve["seconds"], curve["score"]):
+        if score >= level - 1e-9:
+            return step, seconds
+    return None
+
+
+def _spread(values: list[float], digits: int = 3) -> str:
+    if not values:
+        return "-"
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def report(curves: dict[str, dict[str, list[dict]]], header: str) -> str:
+    """Markdown tables, one per setting: curves[setting][arm] is the list of per-seed curves."""
+    lines = [header, ""]
+    for setting, arms in curves.items():
+        condition = setting.split(":")[1]
+        plain = arms[PLAIN]
+        target = statistics.fmean(run["score"][-1] for run in plain)
+        plain_reach = [reach for run in plain if (reach := _first_reaching(run, target)) is not None]
+        plain_steps = statistics.fmean(r[0] for r in plain_reach)
+        plain_seconds = statistics.fmean(r[1] for r in plain_reach)
+        plain_step_time = statistics.median(t for run in plain for t in run["step_seconds"][1:] or run["step_seconds"])
+        lines += [
+            f"### {setting} ({METRICS[condition][0]}; plain ControlNet's final score, mean over seeds: {target:.3f})",
+            "",
+            "| arm | final score | runs reaching it | steps to it | speed-up (steps) | train s to it | "
+            "speed-up (s) | s/step | vs plain |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for arm, runs in arms.items():
+            reach = [r for run in runs if (r := _first_reaching(run, target)) is not None]
+            step_time = statistics.median(t for run in runs for t in run["step_seconds"][1:] or run["step_seconds"])
+            if reach:
+                steps, seconds = [r[0] for r in reach], [r[1] for r in reach]
+                reached = (f"{_spread(steps, 0)} | {plain_steps / statistics.fmean(steps):.2f}x | "
+                           f"{_spread(seconds, 1)} | {plain_seconds / statistics.fmean(seconds):.2f}x")  # fmt: skip
+            else:
+                reached = "- | - | - | -"
+            lines.append(
+                f"| {arm} | {_spread([run['score'][-1] for run in runs])} | {len(reach)}/{len(runs)} | {reached} | "
+                f"{step_time:.3f} | {step_time / plain_step_time:.3f}x |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(curves: dict[str, dict[str, list[dict]]], path: Path) -> None:
+    """Per setting: mean score over seeds against steps and against training seconds, min-max band."""
+    figure = Figure(figsize=(11, 3.6 * len(curves)))
+    axes = figure.subplots(len(curves), 2, squeeze=False)
+    for (setting, arms), (by_step, by_time) in zip(curves.items(), axes):
+        target = statistics.fmean(run["score"][-1] for run in arms[PLAIN])
+        for arm, runs in arms.items():
+            scores = np.array([run["score"] for run in runs])
+            for axis, key in ((by_step, "steps"), (by_time, "seconds")):
+                x = np.mean([run[key] for run in runs], axis=0)
+                (line,) = axis.plot(x, scores.mean(0), marker="o", markersize=3, label=arm)
+                axis.fill_between(x, scores.min(0), scores.max(0), color=line.get_color(), alpha=0.15)
+        for axis, label in ((by_step, "training step"), (by_time, "training seconds (mean over seeds)")):
+            axis.axhline(target, color="grey", linestyle=":", linewidth=1)
+            axis.set_xlabel(label)
+            axis.set_ylabel(METRICS[setting.split(":")[1]][0])
+            axis.set_title(setting)
+            axis.grid(alpha=0.3)
+        by_step.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
 
 
 def main(
-    pretrained: Annotated[str, typer.Option(help="Base pipeline folder (e.g. the testbed model).")],
-    dataset: Annotated[Path, typer.Option(help="Training data: image / condition (layout mask) / caption.")],
     output_dir: Path = Path("bench-output/lisa_convergence"),
-    validation_dataset: Annotated[
-        Path | None, typer.Option(help="Held-out rows to score (default: the first training rows).")
+    settings: Annotated[
+        list[str] | None, typer.Option("--setting", help="family:condition, repeatable (default: sd3:layout, "
+                                       "sd:layout, sd:edges).")
+    ] = None,  # fmt: skip
+    sd3_pretrained: Annotated[Path, typer.Option(help="SD3 base pipeline.")] = DEFAULT_BASES["sd3"],
+    sd_pretrained: Annotated[Path, typer.Option(help="UNet base pipeline (lina world train --family sd).")] = (
+        DEFAULT_BASES["sd"]
+    ),
+    seeds: Annotated[
+        list[int] | None, typer.Option("--seed", help="Training seeds, repeatable (default 0 1 2).")
     ] = None,
-    family: str = "sd3",
-    steps: int = 2000,
-    eval_every: int = 200,
+    steps: int = 600,
+    eval_every: int = 100,
     eval_rows: int = 16,
+    train_rows: Annotated[int, typer.Option(help="World scenes exported for training.")] = 2000,
     batch_size: int = 16,
     learning_rate: float = 1e-4,
     lisa_weight: float = 0.2,
-    cheap_fraction: float = 0.25,
-    hook_layer: str | None = None,
-    controlnet_layers: int | None = None,
+    fractions: Annotated[list[float] | None, typer.Option("--fraction", help="Extra LISA arms on a fraction.")] = None,
+    controls: Annotated[bool, typer.Option(help="Add the plain-y, random and detached control arms.")] = True,
+    skip_arms: Annotated[list[str] | None, typer.Option("--skip-arm", help="Leave out this arm, repeatable.")] = None,
+    sd3_hook_layer: str | None = None,
+    sd_hook_layer: str | None = None,
+    controlnet_layers: Annotated[int | None, typer.Option(help="Blocks of the SD3 ControlNet (default: all).")] = None,
     resolution: int = 32,
     inference_steps: int = 20,
-    seeds: Annotated[list[int] | None, typer.Option(help="Training seeds; curves are averaged (default: 0).")] = None,
-    image_column: str = "image",
-    conditioning_column: str = "condition",
-    caption_column: str = "caption",
     threads: int = 1,
 ) -> None:
     torch.set_num_threads(threads)
-    seeds = seeds or [0]
-    arms = {
-        "controlnet": (0.0, 1.0),
-        "lisa": (lisa_weight, 1.0),
-        f"lisa f={cheap_fraction:g}": (lisa_weight, cheap_fraction),
-    }
-    curves: dict[str, dict[str, list]] = {}
-    for arm, (weight, fraction) in arms.items():
-        runs = []
+    settings, seeds = settings or DEFAULT_SETTINGS, seeds or [0, 1, 2]
+    bases = {"sd3": sd3_pretrained, "sd": sd_pretrained}
+    hooks = {"sd3": sd3_hook_layer, "sd": sd_hook_layer}
+    for setting in settings:
+        family, _, condition = setting.partition(":")
+        if family not in bases or condition not in METRICS:
+            raise typer.BadParameter(f"setting {setting!r}: use family:condition with family sd3 or sd and "
+                                     f"condition {' or '.join(METRICS)}")  # fmt: skip
+        if not (bases[family] / "model_index.json").is_file():
+            raise typer.BadParameter(f"no {family} base pipeline at {bases[family]}; pass --{family}-pretrained "
+                                     "(the UNet testbed: lina world train --family sd)")  # fmt: skip
+    arms = arm_options(lisa_weight, fractions or [], controls)
+    unknown = set(skip_arms or []) - set(arms) | ({PLAIN} & set(skip_arms or []))
+    if unknown:
+        raise typer.BadParameter(f"cannot skip {', '.join(sorted(unknown))}; arms: {', '.join(arms)} (not {PLAIN})")
+    arms = {name: options for name, options in arms.items() if name not in (skip_arms or [])}
+    header = (
+        f"ControlNet convergence: settings {', '.join(settings)}; {steps} steps, batch {batch_size}, "
+        f"lr {learning_rate}, LISA weight {lisa_weight}, seeds {seeds}, {threads} thread(s), arms interleaved "
+        f"step by step; scores on {eval_rows} held-out scenes every {eval_every} steps."
+    )
+
+    curves: dict[str, dict[str, list[dict]]] = {}
+    for setting in settings:
+        family, _, condition = setting.partition(":")
+        data = output_dir / "data" / condition
+        if not (data / "validation" / "dataset_info.json").exists():
+            export(data, train_rows, eval_rows, condition)
         for seed in seeds:
-            run_dir = output_dir / arm.replace(" ", "_").replace("=", "") / f"seed_{seed}"
-            train(
-                TrainConfig(
-                    family=family,
-                    pretrained=pretrained,
-                    dataset=dataset,
-                    output_dir=run_dir,
-                    controlnet_layers=controlnet_layers,
-                    image_column=image_column,
-                    conditioning_column=conditioning_column,
-                    caption_column=caption_column,
-                    resolution=resolution,
-                    batch_size=batch_size,
-                    learning_rate=learning_rate,
-                    max_steps=steps,
-                    lisa_weight=weight,
-                    hook_layer=hook_layer,
-                    regularize_fraction=fraction,
-                    seed=seed,
-                    checkpoint_every=eval_every,
-                    keep_checkpoints=1,
-                    validation_every=eval_every,
-                    validation_dataset=validation_dataset,
-                    validation_rows=eval_rows,
-                    validation_inference_steps=inference_steps,
-                )
-            )
-            runs.append(_curve(run_dir))
-        eval_steps = runs[0][0]
-        curves[arm] = {
-            "steps": eval_steps,
-            "iou": np.mean([run[1] for run in runs], axis=0).tolist(),
-            "seconds": np.mean([run[2] for run in runs], axis=0).tolist(),
-            "step_time": statistics.median(t for run in runs for t in run[3][1:]),  # skip each run's first step
-        }
+            runs = [
+                Run(setting, arm, seed, TrainConfig(
+                    family=family, pretrained=bases[family], dataset=data / "train",
+                    output_dir=output_dir / "runs" / setting.replace(":", "_") / arm.replace(" ", "_").replace("=", "")
+                    / f"seed_{seed}",
+                    controlnet_layers=controlnet_layers if family == "sd3" else None, resolution=resolution,
+                    batch_size=batch_size, learning_rate=learning_rate, max_steps=steps, hook_layer=hooks[family],
+                    seed=seed, checkpoint_every=eval_every, keep_checkpoints=1, validation_every=eval_every,
+                    validation_dataset=data / "validation", validation_rows=eval_rows,
+                    validation_inference_steps=inference_steps, show_progress=False, **options,
+                ))
+                for arm, options in arms.items()
+            ]  # fmt: skip
+            print(f"{setting} seed {seed}: {len(runs)} arms interleaved, {steps} steps each", flush=True)
+            train_interleaved([run.config for run in runs])
+            for run in runs:
+                curves.setdefault(setting, {}).setdefault(run.arm, []).append(curve(run.config.output_dir, condition))
+            _write(output_dir, curves, header)
 
-    plain = curves["controlnet"]
-    target = plain["iou"][-1]
-    plain_reach = _first_reaching(plain["iou"], target)
-    lines = [
-        (
-            f"ControlNet convergence, {family} base `{pretrained}`, {steps} steps, batch {batch_size}, lr {learning_rate}, "
-            f"LISA weight {lisa_weight}, seeds {seeds}; score: foreground IoU vs condition mask over {eval_rows} validation rows."
-        ),
-        "",
-        "| arm | final IoU | steps to plain final | speed-up (steps) | train s to plain final | speed-up (s) | s/step | vs plain |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for arm, curve in curves.items():
-        reach = _first_reaching(curve["iou"], target)
-        if reach is None:
-            reached = "not reached | - | - | -"
-        else:
-            step_gain = plain["steps"][plain_reach] / curve["steps"][reach]
-            second_gain = plain["seconds"][plain_reach] / curve["seconds"][reach]
-            reached = f"{curve['steps'][reach]} | {step_gain:.2f}x | {curve['seconds'][reach]:.1f} | {second_gain:.2f}x"
-        lines.append(
-            f"| {arm} | {curve['iou'][-1]:.3f} | {reached} | {curve['step_time']:.4f} | "
-            f"{curve['step_time'] / plain['step_time']:.3f}x |"
-        )
-    report = "\n".join(lines)
-    print(report)
+
+def _write(output_dir: Path, curves: dict, header: str) -> None:
+    """Results so far (after every (setting, seed)): a killed run keeps them, a rerun resumes the rest."""
+    text = report(curves, header)
+    print(text, flush=True)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "results.md").write_text(report + "\n")
-    (output_dir / "results.json").write_text(json.dumps(curves, indent=2))
-
-    figure = Figure(figsize=(10, 4))
-    by_step, by_time = figure.subplots(1, 2)
-    for arm, curve in curves.items():
-        by_step.plot(curve["steps"], curve["iou"], marker="o", label=arm)
-        by_time.plot(curve["seconds"], curve["iou"], marker="o", label=arm)
-    for axis, label in ((by_step, "training step"), (by_time, "training seconds")):
-        axis.axhline(target, color="grey", linestyle=":", linewidth=1)
-        axis.set_xlabel(label)
-        axis.set_ylabel("foreground IoU vs condition")
-        axis.grid(alpha=0.3)
-    by_step.legend()
-    figure.tight_layout()
-    figure.savefig(output_dir / "lisa_convergence.png", dpi=120)
+    (output_dir / "results.md").write_text(text + "\n")
+    (output_dir / "results.json").write_text(json.dumps(curves, indent=1))
+    plot(curves, output_dir / "lisa_convergence.png")
 
 
 if __name__ == "__main__":

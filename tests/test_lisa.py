@@ -333,3 +333,76 @@ def test_unpatchify_inverts_the_sd3_patch_embedding_layout():
     torch.testing.assert_close(reordered, tokens)
     with pytest.raises(ValueError, match="cannot tile"):
         unpatchify(tokens, p, height, width + 2)
+
+
+def _main_calls(main) -> list[int]:
+    calls = []
+    main.register_forward_hook(lambda module, args, output: calls.append(1))
+    return calls
+
+
+@pytest.mark.parametrize("name", ["sd", "sd3", "flux"])
+def test_plain_target_regresses_onto_the_diffusion_target_without_a_frozen_pass(name):
+    side, main, scheduler, latents, control, text = _case(name)
+    noise, timesteps = _fixed_noise(latents, scheduler, name)
+    calls = _main_calls(main)
+    lisa = LisaRegularizer(side, main, scheduler, hook_layer=hook_layers(side, main)[-1], target="plain")
+    losses = lisa(latents, control, text, noise=noise, timesteps=timesteps)
+    assert len(calls) == 1
+    family = lisa.family
+    _, target = family.noise(scheduler, family.to_model_space(latents), family.to_model_space(noise), timesteps)
+    torch.testing.assert_close(losses.lisa, target.pow(2).mean())  # zero decoder at init
+    torch.testing.assert_close(losses.target_norm, target.pow(2).mean().sqrt())
+    likelihood = LisaRegularizer(side, main, scheduler, hook_layer=hook_layers(side, main)[-1])
+    assert not torch.allclose(likelihood(latents, control, text, noise=noise, timesteps=timesteps).lisa, losses.lisa)
+
+
+def test_random_target_is_a_fixed_unit_field_independent_of_the_batch():
+    side, main, scheduler, latents, control, text = _case("sd3")
+    calls = _main_calls(main)
+    lisa = LisaRegularizer(side, main, scheduler, hook_layer="block_0", target="random", random_target_seed=7)
+    first = lisa(latents, control, text)
+    second = lisa(latents * 3 + 1, control, text)
+    assert len(calls) == 2  # one steered pass per call, no frozen pass
+    field = lisa.random_field((4, 16, 16))
+    torch.testing.assert_close(field.pow(2).mean(), torch.tensor(1.0))
+    torch.testing.assert_close(first.lisa, field.pow(2).mean())
+    torch.testing.assert_close(second.lisa, first.lisa)
+    again = LisaRegularizer(side, main, scheduler, hook_layer="block_0", target="random", random_target_seed=7)
+    assert torch.equal(again.random_field((4, 16, 16)), field)  # a resumed run rebuilds the same target
+    other = LisaRegularizer(side, main, scheduler, hook_layer="block_0", target="random", random_target_seed=8)
+    assert not torch.equal(other.random_field((4, 16, 16)), field)
+
+
+@pytest.mark.parametrize("name,layer", [("sd", "down_2"), ("sd3", "block_0")])
+def test_detached_target_trains_the_decoder_and_leaves_the_side_network_the_diffusion_gradient(name, layer):
+    side, main, scheduler, latents, control, text = _case(name)
+    _randomise(side.controlnet_down_blocks if name == "sd" else side.controlnet_blocks)
+    noise, timesteps = _fixed_noise(latents, scheduler, name)
+    gradients = {}
+    for target, weight in (("detached", 0.2), ("likelihood", 0.2), ("likelihood", 0.0)):
+        lisa = LisaRegularizer(side, main, scheduler, hook_layer=layer, weight=weight, target=target)
+        if lisa.decoder is not None:
+            _randomise(lisa.decoder)
+        side.zero_grad(set_to_none=True)
+        losses = lisa(latents, control, text, noise=noise, timesteps=timesteps)
+        losses.total.backward()
+        gradients[target, weight] = [p.grad.clone() for p in side.parameters() if p.grad is not None]
+        if target == "detached":
+            likelihood = _likelihood_target_norm(side, main, scheduler, layer, latents, control, text, noise, timesteps)
+            torch.testing.assert_close(losses.target_norm, likelihood)
+            assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in lisa.decoder.parameters())
+    plain, detached, likelihood = gradients["likelihood", 0.0], gradients["detached", 0.2], gradients["likelihood", 0.2]
+    assert len(plain) == len(detached) and all(torch.equal(a, b) for a, b in zip(plain, detached))
+    assert not all(torch.allclose(a, b) for a, b in zip(plain, likelihood))
+
+
+def _likelihood_target_norm(side, main, scheduler, layer, latents, control, text, noise, timesteps):
+    lisa = LisaRegularizer(side, main, scheduler, hook_layer=layer)
+    return lisa(latents, control, text, noise=noise, timesteps=timesteps).target_norm
+
+
+def test_unknown_target_lists_the_choices():
+    side, main, scheduler, *_ = _case("sd3")
+    with pytest.raises(ValueError, match="target 'score' is not one of: likelihood, plain, random, detached"):
+        LisaRegularizer(side, main, scheduler, hook_layer="block_0", target="score")

@@ -209,3 +209,94 @@ def test_family_that_does_not_match_the_pipeline_names_the_right_one(assets, tmp
     result = _train(assets, tmp_path, "--max-steps", "1", family="flux")
     assert result.exit_code == 2
     assert "holds a StableDiffusion3Pipeline, not the FluxPipeline of --family flux; use --family sd3" in result.output
+
+
+def _write_csv(folder, rows, missing: str | None = None):
+    """rows.csv beside an images/ folder, paths relative to the CSV; ``missing`` names a file not written."""
+    (folder / "images").mkdir(parents=True)
+    lines = ["image,condition,caption"]
+    for index, row in enumerate(rows):
+        for column in ("image", "condition"):
+            name = f"images/{index}_{column}.png"
+            if name != missing:
+                row[column].save(folder / name)
+        lines.append(f"images/{index}_image.png,images/{index}_condition.png,{row['caption']}")
+    (folder / "rows.csv").write_text("\n".join(lines) + "\n")
+    return folder / "rows.csv"
+
+
+def test_csv_of_image_paths_loads_and_trains(assets, tmp_path):
+    rows = disc_dataset(4)
+    csv = _write_csv(tmp_path / "data", list(rows))
+    collate = PairCollator("image", "condition", "caption", resolution=16)
+    batch, expected = collate(list(load_condition_dataset(csv, "image", "condition", "caption"))), collate(list(rows))
+    assert batch["caption"] == expected["caption"]
+    torch.testing.assert_close(batch["condition"], expected["condition"])
+    result = _train(assets, tmp_path / "out", "--max-steps", "1", "--validation-every", "100", dataset=str(csv))
+    assert result.exit_code == 0, result.output
+    assert _log(tmp_path / "out")[0]["diffusion"] > 0
+
+
+def test_csv_naming_a_missing_file_names_row_column_and_file(assets, tmp_path):
+    csv = _write_csv(tmp_path / "data", list(disc_dataset(3)), missing="images/2_condition.png")
+    result = _train(assets, tmp_path / "out", "--max-steps", "1", dataset=str(csv))
+    assert result.exit_code == 2
+    assert "row 2 (counting from 0), column 'condition': no image file" in result.output
+    assert str(tmp_path / "data" / "images" / "2_condition.png") in result.output.replace("\n", "")
+
+
+def test_missing_condition_image_names_the_row(assets, tmp_path):
+    rows = disc_dataset(3)
+    columns = rows.to_dict()
+    columns["condition"][1] = None
+    type(rows).from_dict(columns, features=rows.features).save_to_disk(tmp_path / "holes")
+    result = _train(assets, tmp_path / "out", "--max-steps", "1", dataset=str(tmp_path / "holes"))
+    assert result.exit_code == 2
+    assert "row 1 (counting from 0) has no image in column 'condition' (1 of 3 rows lack one)" in result.output
+
+
+@pytest.mark.parametrize("source", ["header_only.csv", "empty.csv", "saved"])
+def test_empty_dataset_says_it_has_no_rows(assets, tmp_path, source):
+    (tmp_path / "header_only.csv").write_text("image,condition,caption\n")
+    (tmp_path / "empty.csv").write_text("")
+    disc_dataset(2).select([]).save_to_disk(tmp_path / "saved")
+    result = _train(assets, tmp_path / "out", "--max-steps", "1", dataset=str(tmp_path / source))
+    assert result.exit_code == 2
+    assert f"dataset {tmp_path / source} has no rows" in result.output.replace("\n", "")
+
+
+def test_image_column_of_another_type_is_named(tmp_path):
+    rows = disc_dataset(2).add_column("label", [1, 2])
+    rows.save_to_disk(tmp_path / "saved")
+    with pytest.raises(ValueError, match=r"column 'label' .* not images or image file paths; .*--conditioning-column"):
+        load_condition_dataset(tmp_path / "saved", "image", "label", "caption")
+
+
+@pytest.mark.parametrize("target", ["plain", "random", "detached"])
+def test_controls_train_and_are_kept_on_resume(assets, tmp_path, target):
+    result = _train(assets, tmp_path, "--max-steps", "1", "--validation-every", "100", "--lisa-target", target)
+    assert result.exit_code == 0, result.output
+    (row,) = _log(tmp_path)
+    assert row["lisa"] > 0 and row["total"] == pytest.approx(row["diffusion"] + 0.2 * row["lisa"], rel=1e-5)
+    if target == "random":
+        assert row["target_norm"] == pytest.approx(1.0, rel=1e-5)
+    result = _train(assets, tmp_path, "--max-steps", "2", "--validation-every", "100")
+    assert result.exit_code == 2 and "other lisa_target" in result.output
+
+
+def test_detached_control_trains_the_side_network_exactly_like_a_plain_controlnet(assets, tmp_path):
+    """Same batches and noise in every arm (the decoder has its own seed, its gradient is clipped apart):
+    without a LISA gradient into it the side network is the plain ControlNet's, bit for bit."""
+    common = ("--max-steps", "3", "--validation-every", "100", "--checkpoint-every", "3")
+    runs = {"plain": ("--lisa-weight", "0"), "detached": ("--lisa-target", "detached"), "lisa": ()}
+    for name, extra in runs.items():
+        assert _train(assets, tmp_path / name, *common, *extra).exit_code == 0
+    side = {
+        name: {key: value for key, value in load_file(tmp_path / name / "checkpoints" / "step_000003" /
+               "model.safetensors").items() if key.startswith("side_network.")}
+        for name in runs
+    }  # fmt: skip
+    assert all(torch.equal(side["plain"][key], side["detached"][key]) for key in side["plain"])
+    diffusion = {name: [row["diffusion"] for row in _log(tmp_path / name)] for name in runs}
+    assert diffusion["plain"] == diffusion["detached"] != diffusion["lisa"]
+    assert not all(torch.equal(side["plain"][key], side["lisa"][key]) for key in side["plain"])

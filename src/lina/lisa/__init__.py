@@ -11,6 +11,8 @@ and plugs into any loop::
     losses = lisa(latents, control_image, {"encoder_hidden_states": prompt_embeds})
     losses.total.backward()                                      # also: losses.diffusion, .lisa, .target_norm
 
+``target=`` (CLI ``--lisa-target``) swaps r for a control: the plain diffusion target y, a fixed
+random field, or r with the feature detached (decoder only), to isolate what the target contributes.
 ``lina.lisa.trainer.train`` (CLI: ``lina lisa train``) is a complete accelerate trainer. The decoder
 is for training only; the side network saves and loads with ``save_pretrained``/``from_pretrained``.
 """
@@ -20,11 +22,11 @@ from typing import TYPE_CHECKING
 from lina._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from lina.lisa.regularizer import FeatureHook, LisaLosses, LisaRegularizer, hook_layers
+    from lina.lisa.regularizer import TARGETS, FeatureHook, LisaLosses, LisaRegularizer, hook_layers
 
-__all__ = ["FeatureHook", "LisaLosses", "LisaRegularizer", "hook_layers"]
+__all__ = ["TARGETS", "FeatureHook", "LisaLosses", "LisaRegularizer", "hook_layers"]
 # The regularizer imports torch and diffusers; it loads when first used.
 __getattr__, __dir__ = lazy_exports(__name__, {
-    "FeatureHook": "regularizer", "LisaLosses": "regularizer", "LisaRegularizer": "regularizer",
+    "TARGETS": "regularizer", "FeatureHook": "regularizer", "LisaLosses": "regularizer", "LisaRegularizer": "regularizer",
     "hook_layers": "regularizer",
 })

@@ -8,15 +8,19 @@ from typing import Annotated
 
 import typer
 
+from lina.lisa.families import FAMILIES
+from lina.lisa.regularizer import TARGETS
+
 app = typer.Typer(
     help="Train ControlNet-style side networks with LISA (Likelihood Score Alignment).", no_args_is_help=True
 )
 
 
-class FamilyName(str, Enum):
-    sd = "sd"
-    sd3 = "sd3"
-    flux = "flux"
+FamilyName = Enum("FamilyName", {name: name for name in FAMILIES}, type=str)
+_FAMILY_HELP = "; ".join(f"{name}: {family.label}" for name, family in FAMILIES.items()) + "."
+
+
+LisaTarget = Enum("LisaTarget", {name: name for name in TARGETS}, type=str)
 
 
 class MixedPrecision(str, Enum):
@@ -32,12 +36,15 @@ def _lisa() -> None:
 
 @app.command()
 def train(
-    family: Annotated[FamilyName, typer.Option(help="sd: SD1.x/2.x UNet; sd3: SD3/SD3.5; flux: FLUX.1.")],
+    family: Annotated[FamilyName, typer.Option(help=_FAMILY_HELP)],
     pretrained: Annotated[
         str, typer.Option(help="Base pipeline: a diffusers folder (or a hub id where the hub is reachable).")
     ],
     dataset: Annotated[
-        Path, typer.Option(help="save_to_disk folder, parquet/csv/json file, or a folder of those or an imagefolder.")
+        Path, typer.Option(
+            help="save_to_disk folder, parquet/csv/json file, or a folder of those or an imagefolder; "
+            "image columns hold images or file paths (relative to the file's folder)."
+        )
     ],
     output_dir: Annotated[Path, typer.Option(help="Checkpoints, logs, validation images, controlnet/.")] = Path(
         "lisa-output"
@@ -68,6 +75,13 @@ def train(
         float, typer.Option(min=0.0, max=1.0, help="Share of each batch given the frozen pass and the LISA loss.")
     ] = 1.0,
     decoder_width: int = 128,
+    lisa_target: Annotated[
+        LisaTarget,
+        typer.Option(
+            help="What the decoder regresses onto: likelihood (LISA, y - p_base); controls: plain (y), "
+            "random (a fixed random field), detached (LISA target, no gradient into the side network)."
+        ),
+    ] = LisaTarget("likelihood"),
     flux_guidance: float = 3.5,
     mixed_precision: MixedPrecision = MixedPrecision.no,
     seed: int = 0,
@@ -79,8 +93,13 @@ def train(
     validation_inference_steps: int = 20,
     dataloader_workers: int = 0,
 ) -> None:
-    """Train (or resume, when OUTPUT_DIR holds checkpoints) a ControlNet with the LISA objective."""
+    """Train (or resume, when OUTPUT_DIR holds checkpoints) a ControlNet with the LISA objective.
+
+    A resume continues exactly where the run stopped. A damaged checkpoint is moved aside, with a
+    warning, and the newest intact one is used.
+    """
     options = dict(locals(), family=family.value, mixed_precision=mixed_precision.value)
+    options["lisa_target"] = lisa_target.value
     from lina.lisa.trainer import TrainConfig
     from lina.lisa.trainer import train as run
 

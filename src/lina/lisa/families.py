@@ -1,7 +1,9 @@
 """What LISA needs to know about each side/main network pair: where to hook, how to noise, how to call.
 
 One class per family. Everything family-specific (output projections, latent packing, timestep
-scale, prediction target) lives here so the regularizer itself stays family-agnostic.
+scale, prediction target, the pipelines, text encoding and condition format the trainer uses) lives
+here, so the regularizer and the trainer stay family-agnostic: adding a family is one class here,
+registered in ``FAMILIES``.
 Conventions shared by all families:
 - ``latents`` and ``noise`` come in as VAE latents (B, C, H, W); ``to_model_space`` turns them into
   the layout the main network predicts in (identity except for FLUX, which packs 2x2 patches).
@@ -14,11 +16,13 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from diffusers import (
     ControlNetModel,
+    DDPMScheduler,
+    FlowMatchEulerDiscreteScheduler,
     FluxControlNetModel,
     FluxPipeline,
     FluxTransformer2DModel,
@@ -31,6 +35,7 @@ from torch import nn
 from lina.lisa.decoders import ConvScoreDecoder, TokenScoreDecoder
 
 Text = Mapping[str, torch.Tensor]
+PixelsToLatents = Callable[[torch.Tensor], torch.Tensor]
 
 # FLUX models take sigma in [0, 1] and multiply it by this themselves (as FluxPipeline assumes).
 _FLUX_TIMESTEP_SCALE = 1000
@@ -44,9 +49,35 @@ class Family(ABC):
     """A side network class paired with the main network class it steers."""
 
     name: str
+    label: str  # what the family covers, for help texts
     side_type: type[nn.Module]
     main_type: type[nn.Module]
     side_factory = "from_transformer"  # the diffusers constructor that builds a matching side network
+    # diffusers class names of the base pipeline and of the ControlNet pipeline that validates with
+    # the side network (names, so that importing the regularizer does not import every pipeline)
+    base_pipeline: str
+    control_pipeline: str
+    control_image_argument = "control_image"  # the ControlNet pipeline's keyword for the condition image
+    training_scheduler: type = FlowMatchEulerDiscreteScheduler  # built from the base pipeline's scheduler config
+
+    def main_network(self, pipeline) -> nn.Module:
+        """The denoiser of a loaded base pipeline, the network the side network steers."""
+        return pipeline.transformer
+
+    def default_hook_layer(self, side: nn.Module) -> str:
+        """The layer LISA hooks when none is named: the deepest transformer block."""
+        return [name for name in self.hook_points(side) if name.startswith("block_")][-1]
+
+    def condition_input(self, side: nn.Module, pixels: torch.Tensor, to_latents: PixelsToLatents) -> torch.Tensor:
+        """The side network's condition from condition images (B, 3, H, W) in [0, 1]: VAE latents by default."""
+        return to_latents(pixels)
+
+    @abstractmethod
+    def encode_text(self, pipeline, captions: list[str], device: torch.device, guidance: float) -> Text:
+        """The main network's text conditioning for ``captions``, through the pipeline's own ``encode_prompt``.
+
+        ``guidance`` is the distilled guidance of guidance-embedding models (ignored by the others).
+        """
 
     @abstractmethod
     def hook_points(self, side: nn.Module) -> dict[str, nn.Module]:
@@ -105,9 +136,28 @@ class StableDiffusionFamily(Family):
     """SD1.x / SD2.x: ``ControlNetModel`` + ``UNet2DConditionModel``, epsilon or v prediction."""
 
     name = "sd"
+    label = "SD1.x/2.x UNet"
     side_type = ControlNetModel
     main_type = UNet2DConditionModel
     side_factory = "from_unet"
+    base_pipeline = "StableDiffusionPipeline"
+    control_pipeline = "StableDiffusionControlNetPipeline"
+    control_image_argument = "image"
+    training_scheduler = DDPMScheduler
+
+    def main_network(self, pipeline) -> nn.Module:
+        return pipeline.unet
+
+    def default_hook_layer(self, side: ControlNetModel) -> str:
+        """The reference recipe's ``down_5`` (``mid`` for UNets without it)."""
+        return "down_5" if "down_5" in self.hook_points(side) else "mid"
+
+    def condition_input(self, side, pixels, to_latents):
+        return pixels  # the ControlNet embeds pixels in [0, 1] itself, as its pipeline feeds them
+
+    def encode_text(self, pipeline, captions, device, guidance):
+        embeds, _ = pipeline.encode_prompt(captions, device, 1, do_classifier_free_guidance=False)
+        return {"encoder_hidden_states": embeds}
 
     def hook_points(self, side: ControlNetModel) -> dict[str, nn.Module]:
         points = {f"down_{i}": block for i, block in enumerate(side.controlnet_down_blocks)}
@@ -195,8 +245,17 @@ class StableDiffusion3Family(_FlowMatchingFamily):
     """SD3 / SD3.5: ``SD3ControlNetModel`` + ``SD3Transformer2DModel``; the decoder unpatchifies."""
 
     name = "sd3"
+    label = "SD3/SD3.5"
     side_type = SD3ControlNetModel
     main_type = SD3Transformer2DModel
+    base_pipeline = "StableDiffusion3Pipeline"
+    control_pipeline = "StableDiffusion3ControlNetPipeline"
+
+    def encode_text(self, pipeline, captions, device, guidance):
+        embeds, _, pooled, _ = pipeline.encode_prompt(
+            captions, None, None, device=device, do_classifier_free_guidance=False
+        )
+        return {"encoder_hidden_states": embeds, "pooled_projections": pooled}
 
     def hook_points(self, side: SD3ControlNetModel) -> dict[str, nn.Module]:
         return {f"block_{i}": block for i, block in enumerate(side.controlnet_blocks)}
@@ -246,8 +305,23 @@ class FluxFamily(_FlowMatchingFamily):
     """
 
     name = "flux"
+    label = "FLUX.1"
     side_type = FluxControlNetModel
     main_type = FluxTransformer2DModel
+    base_pipeline = "FluxPipeline"
+    control_pipeline = "FluxControlNetPipeline"
+
+    def condition_input(self, side, pixels, to_latents):
+        # A ControlNet with an input hint block embeds pixels in [-1, 1]; otherwise it takes latents.
+        return pixels * 2 - 1 if side.input_hint_block is not None else to_latents(pixels)
+
+    def encode_text(self, pipeline, captions, device, guidance):
+        embeds, pooled, _ = pipeline.encode_prompt(captions, None, device=device)
+        return {
+            "encoder_hidden_states": embeds,
+            "pooled_projections": pooled,
+            "guidance": torch.full((len(captions),), guidance, device=device),
+        }
 
     def hook_points(self, side: FluxControlNetModel) -> dict[str, nn.Module]:
         points = {f"block_{i}": block for i, block in enumerate(side.controlnet_blocks)}

@@ -1,4 +1,16 @@
-"""The LISA training objective: diffusion loss plus likelihood-score alignment of a side-network feature."""
+"""The LISA training objective: diffusion loss plus likelihood-score alignment of a side-network feature.
+
+``target`` chooses what the decoder regresses onto. ``"likelihood"`` is LISA; the others are
+controls that keep the same decoder, weight and hooked feature and change one thing, to tell
+whether a gain comes from the likelihood-score target or from any auxiliary regression:
+
+- ``"likelihood"``: r = y - p_base, what the frozen main network misses without the side residuals;
+- ``"plain"``: the diffusion target y itself (no frozen pass);
+- ``"random"``: a fixed random field, drawn once from ``random_target_seed`` with unit RMS and
+  the shape of one sample's prediction, the same for every sample and step (no frozen pass);
+- ``"detached"``: r as in LISA, but the decoder reads the feature detached, so the decoder trains
+  and no LISA gradient reaches the side network (the side network sees only the diffusion loss).
+"""
 
 from __future__ import annotations
 
@@ -18,14 +30,17 @@ from lina.lisa.families import Family, family_of
 class LisaLosses:
     """Losses of one step. ``total`` is what to backpropagate: diffusion + weight * lisa.
 
-    ``lisa`` and ``target_norm`` (RMS of the likelihood-score target r, for logging) are None when
-    the regulariser is off (weight 0 or fraction 0).
+    ``lisa`` and ``target_norm`` (RMS of the decoder's regression target, r for LISA, for logging)
+    are None when the regulariser is off (weight 0 or fraction 0).
     """
 
     total: torch.Tensor
     diffusion: torch.Tensor
     lisa: torch.Tensor | None = None
     target_norm: torch.Tensor | None = None
+
+
+TARGETS = ("likelihood", "plain", "random", "detached")
 
 
 class FeatureHook:
@@ -63,6 +78,8 @@ class LisaRegularizer(nn.Module):
     ``regularize_fraction`` of the batch runs the frozen main network without residuals to get
     p_base; the decoder maps the hooked side feature to r = y - p_base (LISA loss).
 
+    ``target`` selects LISA (``"likelihood"``) or one of the controls of the module docstring.
+
     ``scheduler`` is the training noise scheduler: ``DDPMScheduler`` (epsilon or v prediction) for
     UNets, ``FlowMatchEulerDiscreteScheduler`` for SD3/FLUX. ``hook_layer`` names a zero-initialised
     output projection of the side network (``hook_layers`` lists them).
@@ -82,8 +99,12 @@ class LisaRegularizer(nn.Module):
         weight: float = 0.2,
         regularize_fraction: float = 1.0,
         decoder_width: int = 128,
+        target: str = "likelihood",
+        random_target_seed: int = 0,
     ):
         super().__init__()
+        if target not in TARGETS:
+            raise ValueError(f"target {target!r} is not one of: {', '.join(TARGETS)}")
         if weight < 0:
             raise ValueError(f"weight must be >= 0, got {weight}")
         if not 0.0 <= regularize_fraction <= 1.0:
@@ -102,6 +123,9 @@ class LisaRegularizer(nn.Module):
         self.hook_layer = hook_layer
         self.weight = weight
         self.regularize_fraction = regularize_fraction
+        self.target = target
+        self.random_target_seed = random_target_seed
+        self._random_fields: dict[tuple[int, ...], torch.Tensor] = {}
         self.enabled = weight > 0 and regularize_fraction > 0
         self.decoder = (
             self.family.decoder(side_network, main_network, hook_layer, decoder_width) if self.enabled else None
@@ -146,15 +170,35 @@ class LisaRegularizer(nn.Module):
 
         feature = self.hook.pop()
         count = self.regularized_count(batch)
-        with torch.no_grad():
-            first = {key: value[:count] for key, value in text.items()}
-            base = family.predict(self._main, noisy[:count], timesteps[:count], first, None, latents[:count].shape)
-            likelihood_score = target[:count].float() - base.float()
-        decoded = self.decoder(feature[:count], timesteps[:count], likelihood_score.shape)
-        lisa = F.mse_loss(decoded.float(), likelihood_score)
+        regression_target = self._regression_target(noisy[:count], timesteps[:count], target[:count], text, latents)
+        if self.target == "detached":
+            feature = feature.detach()
+        decoded = self.decoder(feature[:count], timesteps[:count], regression_target.shape)
+        lisa = F.mse_loss(decoded.float(), regression_target)
         return LisaLosses(
             total=diffusion + self.weight * lisa,
             diffusion=diffusion,
             lisa=lisa,
-            target_norm=likelihood_score.pow(2).mean().sqrt(),
+            target_norm=regression_target.pow(2).mean().sqrt(),
         )
+
+    @torch.no_grad()
+    def _regression_target(self, noisy, timesteps, target, text, latents) -> torch.Tensor:
+        """What the decoder regresses onto for the first ``len(noisy)`` samples, in float32."""
+        count = len(noisy)
+        if self.target == "plain":
+            return target.float()
+        if self.target == "random":
+            return self.random_field(target.shape[1:]).to(target.device).expand_as(target)
+        first = {key: value[:count] for key, value in text.items()}
+        base = self.family.predict(self._main, noisy, timesteps, first, None, latents[:count].shape)
+        return target.float() - base.float()
+
+    def random_field(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """The ``"random"`` control's target for predictions of one sample of ``shape``: fixed by the seed alone."""
+        shape = tuple(shape)
+        if shape not in self._random_fields:
+            generator = torch.Generator().manual_seed(self.random_target_seed)
+            field = torch.randn(shape, generator=generator)
+            self._random_fields[shape] = field / field.pow(2).mean().sqrt()
+        return self._random_fields[shape]

@@ -5,30 +5,38 @@ accelerate does the distribution, mixed precision, gradient accumulation and che
 holds ``controlnet/`` (the side network in the diffusers format, all inference needs),
 ``checkpoints/step_*`` (for resuming; the only place the decoder is kept), ``losses.jsonl`` (one
 line per optimizer step) and ``validation/step_*/`` (images generated with the ControlNet pipeline).
+
+Resuming is exact wherever the run stopped, mid-epoch included: every epoch's data order is drawn
+from ``seed`` and the epoch number (accelerate's seedable sampler), a resumed epoch skips the
+batches already trained on, and validation never draws from the training RNG. A checkpoint is
+written to a temporary folder with a ``manifest.json`` of its files' sizes and SHA-256 digests and
+renamed when complete. On resume a checkpoint whose files do not match their manifest (truncated
+weights or optimizer state, a damaged RNG state) is moved to ``checkpoints/damaged_step_*`` with
+a warning and the newest intact one is used; the RNG state is never silently left unrestored.
+
+Runs that differ only in the LISA settings (a plain ControlNet, LISA, its controls) see the same
+batches, noise and timesteps: the decoder is initialised from its own seed and its gradient is
+clipped apart from the side network's.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import math
+import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import diffusers
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, set_seed
-from diffusers import (
-    DDPMScheduler,
-    DiffusionPipeline,
-    FlowMatchEulerDiscreteScheduler,
-    FluxControlNetPipeline,
-    FluxPipeline,
-    StableDiffusion3ControlNetPipeline,
-    StableDiffusion3Pipeline,
-    StableDiffusionControlNetPipeline,
-    StableDiffusionPipeline,
-)
+from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, broadcast_object_list, set_seed
+from diffusers import DiffusionPipeline
 from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -37,12 +45,7 @@ from lina.lisa.data import PairCollator, load_condition_dataset
 from lina.lisa.families import FAMILIES, Family
 from lina.lisa.regularizer import LisaRegularizer
 
-# family -> (base pipeline, ControlNet pipeline for validation, training scheduler)
-_PIPELINES = {
-    "sd": (StableDiffusionPipeline, StableDiffusionControlNetPipeline, DDPMScheduler),
-    "sd3": (StableDiffusion3Pipeline, StableDiffusion3ControlNetPipeline, FlowMatchEulerDiscreteScheduler),
-    "flux": (FluxPipeline, FluxControlNetPipeline, FlowMatchEulerDiscreteScheduler),
-}
+logger = logging.getLogger("lina")
 
 
 @dataclass
@@ -64,12 +67,13 @@ class TrainConfig:
     batch_size: int = 4
     gradient_accumulation_steps: int = 1
     learning_rate: float = 1e-5
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = 1.0  # the side network's and the decoder's gradients are clipped apart
     max_steps: int = 10_000
     lisa_weight: float = 0.2
     hook_layer: str | None = None  # None: "down_5" for SD (the reference recipe), the last block for SD3/FLUX
     regularize_fraction: float = 1.0
     decoder_width: int = 128
+    lisa_target: str = "likelihood"  # or a control: "plain", "random", "detached" (see lina.lisa.regularizer)
     flux_guidance: float = 3.5  # distilled guidance fed to guidance-embedding FLUX models
     mixed_precision: str = "no"  # "no", "fp16" or "bf16"
     seed: int = 0
@@ -80,6 +84,7 @@ class TrainConfig:
     validation_rows: int = 4
     validation_inference_steps: int = 20
     dataloader_workers: int = 0
+    show_progress: bool = True  # the tqdm bar (benchmarks running many runs turn it off)
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -100,11 +105,12 @@ class TrainConfig:
 
 
 # Settings that shape the saved modules: a run resumes only with the same ones.
-_STRUCTURAL = ("family", "controlnet_layers", "hook_layer", "decoder_width")
+_STRUCTURAL = ("family", "controlnet_layers", "hook_layer", "decoder_width", "lisa_target")
 
 
 def _check_resumable(saved_config: Path, config: TrainConfig) -> None:
     saved = json.loads(saved_config.read_text())
+    saved.setdefault("lisa_target", "likelihood")  # runs from before the controls existed
     current = json.loads(json.dumps(asdict(config), default=str))
     changed = [name for name in _STRUCTURAL if saved.get(name) != current[name]]
     if (saved.get("lisa_weight", 0) > 0) != (config.lisa_weight > 0):
@@ -116,21 +122,12 @@ def _check_resumable(saved_config: Path, config: TrainConfig) -> None:
         )
 
 
-def default_hook_layer(family: Family, side: torch.nn.Module) -> str:
-    """The reference recipe's ``down_5`` for SD (``mid`` for UNets without it), the deepest block for SD3/FLUX."""
-    names = list(family.hook_points(side))
-    if family.name == "sd":
-        return "down_5" if "down_5" in names else "mid"
-    return [name for name in names if name.startswith("block_")][-1]
-
-
 class _Conditioner:
     """Turns a batch of pixels and captions into latents, the side network's condition and text inputs."""
 
     def __init__(self, family: Family, pipeline, side: torch.nn.Module, config: TrainConfig, device, dtype):
-        self.family, self.pipeline, self.config, self.device, self.dtype = family, pipeline, config, device, dtype
-        # SD ControlNets and FLUX ControlNets with an input hint block embed pixels; the others take latents.
-        self.pixel_condition = family.name == "sd" or getattr(side, "input_hint_block", None) is not None
+        self.family, self.pipeline, self.side, self.config = family, pipeline, side, config
+        self.device, self.dtype = device, dtype
 
     def _latents(self, pixels: torch.Tensor) -> torch.Tensor:
         """Posterior means: deterministic, and the same latents the main network was trained on even
@@ -139,58 +136,153 @@ class _Conditioner:
         encoded = vae.encode((pixels * 2 - 1).to(self.device, self.dtype)).latent_dist.mode()
         return ((encoded - (vae.config.shift_factor or 0.0)) * vae.config.scaling_factor).float()
 
-    def _text(self, captions: list[str]) -> dict[str, torch.Tensor]:
-        pipe, device = self.pipeline, self.device
-        if self.family.name == "sd":
-            embeds, _ = pipe.encode_prompt(captions, device, 1, do_classifier_free_guidance=False)
-            return {"encoder_hidden_states": embeds}
-        if self.family.name == "sd3":
-            embeds, _, pooled, _ = pipe.encode_prompt(
-                captions, None, None, device=device, do_classifier_free_guidance=False
-            )
-            return {"encoder_hidden_states": embeds, "pooled_projections": pooled}
-        embeds, pooled, _ = pipe.encode_prompt(captions, None, device=device)
-        text = {"encoder_hidden_states": embeds, "pooled_projections": pooled}
-        text["guidance"] = torch.full((len(captions),), self.config.flux_guidance, device=device)
-        return text
-
     @torch.no_grad()
     def __call__(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        condition = batch["condition"].to(self.device)
-        if self.pixel_condition:
-            condition = condition if self.family.name == "sd" else condition * 2 - 1
-        else:
-            condition = self._latents(condition)
-        return self._latents(batch["image"]), condition, self._text(batch["caption"])
+        condition = self.family.condition_input(self.side, batch["condition"].to(self.device), self._latents)
+        text = self.family.encode_text(self.pipeline, batch["caption"], self.device, self.config.flux_guidance)
+        return self._latents(batch["image"]), condition, dict(text)
 
 
 def _load_pipeline(family: Family, pretrained: str | Path, dtype: torch.dtype) -> DiffusionPipeline:
     """The family's base pipeline; ValueError naming the right --family when the folder holds another one."""
-    expected = _PIPELINES[family.name][0]
     declared = DiffusionPipeline.load_config(pretrained)["_class_name"]
-    if declared != expected.__name__:
-        families = {pipelines[0].__name__: name for name, pipelines in _PIPELINES.items()}
+    if declared != family.base_pipeline:
+        families = {other.base_pipeline: name for name, other in FAMILIES.items()}
         hint = f"use --family {families[declared]}" if declared in families else "it is not a supported base pipeline"
-        raise ValueError(f"{pretrained} holds a {declared}, not the {expected.__name__} of --family {family.name}; {hint}")
-    return expected.from_pretrained(pretrained, dtype=dtype)
+        raise ValueError(
+            f"{pretrained} holds a {declared}, not the {family.base_pipeline} of --family {family.name}; {hint}"
+        )
+    return getattr(diffusers, family.base_pipeline).from_pretrained(pretrained, dtype=dtype)
 
 
 def _checkpoints(output_dir: Path) -> list[Path]:
     return sorted((output_dir / "checkpoints").glob("step_*"), key=lambda path: int(path.name.split("_")[1]))
 
 
+_MANIFEST = "manifest.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(path for path in folder.rglob("*") if path.is_file() and path.name != _MANIFEST)
+
+
+def _write_manifest(folder: Path) -> None:
+    """Record every file's size and digest, so a later resume can tell a complete checkpoint from a damaged one."""
+    files = {
+        path.relative_to(folder).as_posix(): {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+        for path in _files(folder)
+    }
+    _write_atomically(folder / _MANIFEST, json.dumps(files, indent=1))
+
+
+def checkpoint_damage(folder: Path) -> str | None:
+    """Why the checkpoint in ``folder`` cannot be resumed from, or None when every file matches its manifest."""
+    manifest_path = folder / _MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        return f"it has no {_MANIFEST}, so its files cannot be verified"
+    except (OSError, ValueError) as error:
+        return f"its {_MANIFEST} is unreadable ({error})"
+    for name, expected in manifest.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        size = path.stat().st_size
+        if size != expected["bytes"]:
+            return f"{name} has {size} bytes, {expected['bytes']} were written"
+        if _sha256(path) != expected["sha256"]:
+            return f"{name} does not match the digest recorded when it was written"
+    return None
+
+
+def _latest_intact_checkpoint(output_dir: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest checkpoint whose files are intact, and the newer (damaged) ones with what is wrong with each."""
+    damaged = []
+    for checkpoint in reversed(_checkpoints(output_dir)):
+        reason = checkpoint_damage(checkpoint)
+        if reason is None:
+            return checkpoint, damaged
+        damaged.append((checkpoint, reason))
+    return None, damaged
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
 def _trim_log(log_path: Path, last_step: int) -> None:
-    """Drop log lines written after the checkpoint a run resumes from."""
-    if log_path.exists():
-        lines = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= last_step]
-        log_path.write_text("".join(line + "\n" for line in lines))
+    """Keep the log lines of the steps up to the checkpoint a run resumes from.
+
+    A killed run may have logged steps past its last checkpoint, or a last line cut short: both are
+    dropped (the latter with a warning). A malformed line elsewhere is an error naming it.
+    """
+    if not log_path.exists():
+        return
+    lines = log_path.read_text().splitlines()
+    kept = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+        except ValueError as error:
+            if number == len(lines):
+                logger.warning("%s: dropping its last line, cut short when the run stopped: %.80r", log_path, line)
+                break
+            raise ValueError(
+                f"{log_path} line {number} is not a JSON record ({error}); repair or delete that line to resume"
+            ) from None
+        if record["step"] <= last_step:
+            kept.append(line)
+    _write_atomically(log_path, "".join(line + "\n" for line in kept))
+
+
+def _resume_point(output_dir: Path) -> Path | None:
+    """The newest intact checkpoint; damaged newer ones are moved aside with a warning, torn saves removed."""
+    for partial in (output_dir / "checkpoints").glob(".partial_step_*"):
+        shutil.rmtree(partial)
+    checkpoint, damaged = _latest_intact_checkpoint(output_dir)
+    if damaged and checkpoint is None:
+        details = "; ".join(f"{path.name}: {reason}" for path, reason in damaged)
+        raise ValueError(
+            f"no intact checkpoint to resume from in {output_dir / 'checkpoints'} ({details}); "
+            "delete the damaged checkpoints to start over, or choose a new --output-dir"
+        )
+    for path, reason in damaged:
+        aside = path.with_name(f"damaged_{path.name}")
+        shutil.rmtree(aside, ignore_errors=True)
+        path.rename(aside)
+        logger.warning(
+            "checkpoint %s is damaged (%s): moved to %s; resuming from %s instead", path, reason, aside.name, checkpoint
+        )
+    return checkpoint
 
 
 def train(config: TrainConfig) -> Path:
     """Train (or resume training) a ControlNet with LISA; returns the saved ``controlnet`` folder."""
+    for _ in training_steps(config):
+        pass
+    return Path(config.output_dir) / "controlnet"
+
+
+def training_steps(config: TrainConfig) -> Iterator[dict]:
+    """``train`` one optimizer step at a time: yields each step's log record once it is logged,
+    checkpointed and validated; the side network is saved when the generator is exhausted.
+
+    Several runs can be advanced in turn (interleaved benchmarks). The global RNG is the run's:
+    a caller interleaving runs swaps each run's RNG state in around its ``next`` call.
+    """
     output_dir = Path(config.output_dir)
-    checkpoints = _checkpoints(output_dir)
-    if checkpoints and (output_dir / "train_config.json").exists():
+    if _checkpoints(output_dir) and (output_dir / "train_config.json").exists():
         _check_resumable(output_dir / "train_config.json", config)
     columns = (config.image_column, config.conditioning_column, config.caption_column)
     dataset = load_condition_dataset(config.dataset, *columns)
@@ -202,6 +294,8 @@ def train(config: TrainConfig) -> Path:
         collate_fn=collate,
         num_workers=config.dataloader_workers,
         drop_last=len(dataset) >= config.batch_size,
+        # Its own generator, so that starting an epoch never draws from the RNG that noises the batches.
+        generator=torch.Generator().manual_seed(config.seed),
     )
     validation_source = (
         dataset if config.validation_dataset is None else load_condition_dataset(config.validation_dataset, *columns)
@@ -212,29 +306,36 @@ def train(config: TrainConfig) -> Path:
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         mixed_precision=config.mixed_precision,
         project_dir=str(output_dir),
+        # Epoch e is shuffled with seed + e on every process: a resumed run knows each epoch's order.
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
         # The last transformer block of SD3/FLUX ControlNets computes a text stream nobody reads.
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
     set_seed(config.seed)
     family = FAMILIES[config.family]
-    _, control_pipeline_class, scheduler_class = _PIPELINES[family.name]
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
     pipeline = _load_pipeline(family, config.pretrained, weight_dtype).to(accelerator.device)
-    main = pipeline.unet if family.name == "sd" else pipeline.transformer
+    main = family.main_network(pipeline)
     if config.controlnet is not None:
         side = family.side_type.from_pretrained(config.controlnet)
     else:
         side = family.new_side_network(main, pipeline.vae_scale_factor, config.controlnet_layers)
     side.to(torch.float32).train()  # trained in full precision; accelerate autocasts the forward
-    objective = LisaRegularizer(
-        side,
-        main,
-        scheduler_class.from_config(pipeline.scheduler.config),
-        hook_layer=config.hook_layer or default_hook_layer(family, side),
-        weight=config.lisa_weight,
-        regularize_fraction=config.regularize_fraction,
-        decoder_width=config.decoder_width,
-    )
+    # The decoder is initialised from its own seed, so that every arm of a comparison (LISA, its
+    # controls, a plain ControlNet without a decoder) draws the same noise and timesteps.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        objective = LisaRegularizer(
+            side,
+            main,
+            family.training_scheduler.from_config(pipeline.scheduler.config),
+            hook_layer=config.hook_layer or family.default_hook_layer(side),
+            weight=config.lisa_weight,
+            regularize_fraction=config.regularize_fraction,
+            decoder_width=config.decoder_width,
+            target=config.lisa_target,
+            random_target_seed=config.seed,
+        )
 
     optimizer = torch.optim.AdamW(objective.parameters(), lr=config.learning_rate)
     objective, optimizer, loader = accelerator.prepare(objective, optimizer, loader)
@@ -242,45 +343,63 @@ def train(config: TrainConfig) -> Path:
 
     log_path = output_dir / "losses.jsonl"
     step = 0
-    if checkpoints:
-        accelerator.load_state(str(checkpoints[-1]))
-        step = int(checkpoints[-1].name.split("_")[1])
-        accelerator.print(f"resumed from {checkpoints[-1]} (step {step})")
-        if accelerator.is_main_process:
-            _trim_log(log_path, step)
+    checkpoint = _resume_point(output_dir) if accelerator.is_main_process else None
+    checkpoint = broadcast_object_list([checkpoint])[0] if accelerator.num_processes > 1 else checkpoint
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        step = int(checkpoint.name.split("_")[1])
+        accelerator.print(f"resumed from {checkpoint} (step {step})")
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "train_config.json").write_text(json.dumps(asdict(config), default=str, indent=2))
+        _trim_log(log_path, step)  # also drops the steps of a run killed before its first checkpoint
+        _write_atomically(output_dir / "train_config.json", json.dumps(asdict(config), default=str, indent=2))
 
     def save_checkpoint() -> None:
         # Written under a temporary name and renamed when complete, so a kill mid-save leaves no torn checkpoint.
         partial = output_dir / "checkpoints" / f".partial_step_{step:06d}"
+        if accelerator.is_main_process:
+            shutil.rmtree(partial, ignore_errors=True)
+        accelerator.wait_for_everyone()
         accelerator.save_state(str(partial))
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
+            _write_manifest(partial)
             partial.rename(partial.with_name(f"step_{step:06d}"))
             for stale in _checkpoints(output_dir)[: -config.keep_checkpoints]:
                 shutil.rmtree(stale)
 
-    batches_per_epoch = len(loader)
-    resume_skip = (step * config.gradient_accumulation_steps) % batches_per_epoch
-    progress = tqdm(total=config.max_steps, initial=step, desc="lisa", disable=not accelerator.is_local_main_process)
+    # accelerate ends every epoch with an optimizer step, so an epoch has ceil(batches / accumulation) steps.
+    steps_per_epoch = math.ceil(len(loader) / config.gradient_accumulation_steps)
+    epoch, steps_into_epoch = divmod(step, steps_per_epoch)
+    progress = tqdm(
+        total=config.max_steps,
+        initial=step,
+        desc="lisa",
+        disable=not (config.show_progress and accelerator.is_local_main_process),
+    )
     started = time.perf_counter()
     while step < config.max_steps:
-        epoch = accelerator.skip_first_batches(loader, resume_skip) if resume_skip else loader
-        resume_skip = 0
-        for batch in epoch:
+        loader.set_epoch(epoch)
+        skip = steps_into_epoch * config.gradient_accumulation_steps
+        batches = accelerator.skip_first_batches(loader, skip) if skip else loader
+        steps_into_epoch = 0
+        for batch in batches:
             with accelerator.accumulate(objective):
                 losses = objective(*conditioner(batch))
                 accelerator.backward(losses.total)
                 if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(objective.parameters(), config.max_grad_norm)
+                    # Clipped apart: the decoder's gradient never scales the side network's step.
+                    trained = accelerator.unwrap_model(objective)
+                    accelerator.clip_grad_norm_(trained.side_network.parameters(), config.max_grad_norm)
+                    if trained.decoder is not None:
+                        torch.nn.utils.clip_grad_norm_(trained.decoder.parameters(), config.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             if not accelerator.sync_gradients:
                 continue
             step += 1
-            # Losses of the step's last micro-batch, averaged over processes; seconds exclude checkpoints and validation.
+            # Losses of the step's last micro-batch, averaged over processes;
+            # seconds exclude checkpoints and validation.
             record = {"step": step, "seconds": time.perf_counter() - started}
             for name in ("total", "diffusion", "lisa", "target_norm"):
                 value = getattr(losses, name)
@@ -296,39 +415,42 @@ def train(config: TrainConfig) -> Path:
             if step % config.validation_every == 0 or step == config.max_steps:
                 _validate(
                     accelerator,
-                    control_pipeline_class,
+                    family,
                     pipeline,
                     accelerator.unwrap_model(objective).side_network,
                     validation,
                     config,
                     output_dir / "validation" / f"step_{step:06d}",
                 )
+            yield record
             started = time.perf_counter()
             if step >= config.max_steps:
                 break
+        epoch += 1
     progress.close()
 
     accelerator.wait_for_everyone()
-    controlnet_dir = output_dir / "controlnet"
     if accelerator.is_main_process:
-        accelerator.unwrap_model(objective).side_network.save_pretrained(controlnet_dir)
+        accelerator.unwrap_model(objective).side_network.save_pretrained(output_dir / "controlnet")
     accelerator.end_training()
-    return controlnet_dir
 
 
 @torch.no_grad()
-def _validate(
-    accelerator, control_pipeline_class, pipeline, side, validation: dict, config: TrainConfig, folder: Path
-) -> None:
+def _validate(accelerator, family: Family, pipeline, side, validation: dict, config: TrainConfig, folder: Path) -> None:
     """Generate one image per validation row with the ControlNet pipeline (fixed seed) and save them."""
     if not accelerator.is_main_process:
         return
+    devices = [accelerator.device] if accelerator.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # validation draws nothing from the training RNG
+        _generate(accelerator, family, pipeline, side, validation, config, folder)
+
+
+def _generate(accelerator, family: Family, pipeline, side, validation: dict, config: TrainConfig, folder: Path) -> None:
     side.eval()
-    control = control_pipeline_class.from_pipe(pipeline, controlnet=side)
+    control = getattr(diffusers, family.control_pipeline).from_pipe(pipeline, controlnet=side)
     control.set_progress_bar_config(disable=True)
     conditions = [_to_pil(pixels) for pixels in validation["condition"]]
     folder.mkdir(parents=True, exist_ok=True)
-    image_argument = "image" if control_pipeline_class is StableDiffusionControlNetPipeline else "control_image"
     for index, (caption, condition) in enumerate(zip(validation["caption"], conditions)):
         generator = torch.Generator(accelerator.device).manual_seed(config.seed + index)
         with accelerator.autocast():
@@ -338,7 +460,7 @@ def _validate(
                 width=config.resolution,
                 generator=generator,
                 num_inference_steps=config.validation_inference_steps,
-                **{image_argument: condition},
+                **{family.control_image_argument: condition},
             ).images[0]
         image.save(folder / f"{index:02d}.png")
         condition.save(folder / f"{index:02d}_condition.png")

@@ -11,9 +11,27 @@ from typing import Optional
 import typer
 
 from lina.loading import TESTBED_MODEL
+from lina.world.model import DEFAULT_CHECKPOINT, DEFAULT_UNET_CHECKPOINT
 from lina.world.scenes import RARE_WEIGHT, world_split
 
 app = typer.Typer(help="The synthetic testbed world: its prompts and the text-to-image model trained on it.", no_args_is_help=True)
+
+
+class Family(str, Enum):
+    sd3 = "sd3"
+    sd = "sd"
+
+
+class PredictionType(str, Enum):
+    epsilon = "epsilon"
+    v_prediction = "v_prediction"
+
+
+# family -> (output, work directory, denoiser steps, anneal steps)
+_FAMILY_DEFAULTS = {
+    "sd3": (DEFAULT_CHECKPOINT, Path("runs/testbed"), 8000, 4000),
+    "sd": (DEFAULT_UNET_CHECKPOINT, Path("runs/testbed_unet"), 4000, 2000),
+}
 
 
 class Split(str, Enum):
@@ -33,10 +51,22 @@ def prompts(
 
 @app.command()
 def train(
-    output: Path = typer.Option(TESTBED_MODEL, help="Where to save the trained pipeline."),
-    work_dir: Path = typer.Option(Path("runs/testbed"), help="Checkpoints; rerun with the same options to resume."),
-    steps: int = typer.Option(8000, help="Transformer training steps."),
-    anneal_steps: int = typer.Option(4000, help="Final steps over which the learning rate decays (cosine)."),
+    family: Family = typer.Option(
+        Family.sd3,
+        help="sd3: the StableDiffusion3Pipeline testbed; sd: a StableDiffusionPipeline (UNet) on the same world.",
+    ),
+    output: Path | None = typer.Option(
+        None, help="Where to save the trained pipeline (default: src/lina/assets/testbed, testbed_unet for sd)."
+    ),
+    work_dir: Path | None = typer.Option(
+        None,
+        help="Checkpoints; rerun with the same options to resume (default: runs/testbed, runs/testbed_unet for sd).",
+    ),
+    steps: int | None = typer.Option(None, help="Denoiser training steps (default: 8000, 4000 for sd)."),
+    anneal_steps: int | None = typer.Option(
+        None, help="Final steps over which the learning rate decays (cosine) (default: 4000, 2000 for sd)."
+    ),
+    prediction_type: PredictionType = typer.Option(PredictionType.epsilon, help="The UNet's target (sd only)."),
     samples: int = typer.Option(16000, help="Rendered training scenes."),
     vae_steps: int = typer.Option(400, help="Autoencoder training steps."),
     encoder_steps: int = typer.Option(600, help="Text-encoder pretraining steps."),
@@ -47,12 +77,18 @@ def train(
         None, help="CPU threads for torch (default: OMP_NUM_THREADS if set, else the cores not busy now)."),
     loss_plot: Path | None = typer.Option(None, help="Also copy the loss-curve PNG here."),
 ) -> None:
-    """Train the testbed model (autoencoder, text encoders, transformer), resumable, and save it."""
+    """Train a testbed model (autoencoder, text encoders, denoiser), resumable, and save it."""
     from lina.runtime import default_threads
     from lina.world.train import TrainConfig, train_testbed
 
+    default_output, default_work_dir, default_steps, default_anneal = _FAMILY_DEFAULTS[family.value]
+    output, work_dir = output or default_output, work_dir or default_work_dir
+    steps = default_steps if steps is None else steps
+    anneal_steps = default_anneal if anneal_steps is None else anneal_steps
     config = TrainConfig(
         seed=seed,
+        family=family.value,
+        prediction_type=prediction_type.value,
         samples=samples,
         rare_weight=rare_weight,
         vae_steps=vae_steps,
