@@ -238,19 +238,25 @@ def test_recommended_flow_shift_grows_with_resolution():
 
 
 def test_realsize_timing_bench_refuses_real_sizes_on_cpu_and_runs_reduced(capsys, monkeypatch):
+    """The bench times whole calls through the shipped LinaPipeline; on CPU it runs the reduced sizes."""
     import importlib.util
     import sys
     from pathlib import Path
+
+    from lina.interventions.guidance import window_steps
 
     path = Path(__file__).parents[1] / "bench" / "realsize_timing.py"
     spec = importlib.util.spec_from_file_location("realsize_timing", path)
     bench = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, bench)
     spec.loader.exec_module(bench)
-    rows = bench.main(["--device", "cpu", "--full", "--repeats", "1"])
+    rows = bench.main(["--device", "cpu", "--full", "--repeats", "1", "--steps", "2", "--windows", "0", "0.5"])
     out = capsys.readouterr()
-    assert "Refusing real sizes on CPU" in out.err and "reduced" in out.out
+    assert "Refusing real sizes on CPU" in out.err and "reduced" in out.out and "| wan |" in out.out
     modes = {(r["model"], r["mode"]): r for r in rows}
-    assert {model for model, _ in modes} == {"sd3", "wan"}
-    assert modes[("wan", "plain")]["calls"] == "2 x 1" and modes[("wan", "LINA inside window")]["calls"] == "1 x 3"
+    assert set(modes) == {(m, mode) for m in ("sd3", "wan") for mode in ("plain", "LINA, no contrast", "LINA, window 0.5")}
+    inside = window_steps(2, 0.5)
+    assert modes[("wan", "plain")]["rows"] == 2 * 2 and modes[("wan", "LINA, window 0.5")]["rows"] == 2 * 2 + inside
+    assert modes[("sd3", "plain")]["rows"] == 2 * 2 and modes[("sd3", "LINA, window 0.5")]["rows"] == 2 * 2 + inside
+    assert modes[("sd3", "LINA, no contrast")]["rows"] == 2 * 2
     assert all(r["ratio"] > 0 for r in rows) and modes[("sd3", "plain")]["ratio"] == 1.0

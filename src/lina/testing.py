@@ -143,8 +143,10 @@ def tiny_sd3_pipeline(
     num_layers: int = 2,
     heads: int = 2,
     head_dim: int = 8,
+    latent_channels: int = 4,
 ):
-    """A ``StableDiffusion3Pipeline`` with CLIP-L, CLIP-G and T5 encoders of toy size (random weights)."""
+    """A ``StableDiffusion3Pipeline`` with CLIP-L, CLIP-G and T5 encoders of toy size (random weights);
+    ``latent_channels=16`` is SD3's own latent width (its inpainting pipeline requires it)."""
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
 
     words = tuple(words)
@@ -158,17 +160,17 @@ def tiny_sd3_pipeline(
     transformer = SD3Transformer2DModel(
         sample_size=16,
         patch_size=2,
-        in_channels=4,
+        in_channels=latent_channels,
         num_layers=num_layers,
         attention_head_dim=head_dim,
         num_attention_heads=heads,
         joint_attention_dim=32,
         caption_projection_dim=heads * head_dim,
         pooled_projection_dim=32,
-        out_channels=4,
+        out_channels=latent_channels,
         pos_embed_max_size=32,
     ).eval()
-    vae = _tiny_vae(4, seed + 4, shift_factor=0.0)
+    vae = _tiny_vae(latent_channels, seed + 4, shift_factor=0.0)
     scheduler = FlowMatchEulerDiscreteScheduler(shift=shift)
     return StableDiffusion3Pipeline(
         transformer=transformer,
@@ -288,3 +290,170 @@ def tiny_wan_pipeline(
         boundary_ratio=boundary_ratio if two_experts else None,
         expand_timesteps=expand_timesteps,
     )
+
+
+# -- pipeline variants sharing the tiny components ---------------------------------------------
+def tiny_image(size: int = 32, seed: int = 0):
+    """A deterministic RGB test image (random pixels) for image-conditioned pipelines."""
+    from PIL import Image
+
+    pixels = torch.randint(0, 256, (size, size, 3), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+    return Image.fromarray(pixels.numpy())
+
+
+def tiny_mask(size: int = 32):
+    """A mask image whose right half is to be repainted."""
+    from PIL import Image
+
+    mask = torch.zeros(size, size, dtype=torch.uint8)
+    mask[:, size // 2 :] = 255
+    return Image.fromarray(mask.numpy())
+
+
+def tiny_sd3_img2img_pipeline(seed: int = 0, **kwargs):
+    """``StableDiffusion3Img2ImgPipeline`` sharing the modules of `tiny_sd3_pipeline`."""
+    from diffusers import StableDiffusion3Img2ImgPipeline
+
+    return StableDiffusion3Img2ImgPipeline.from_pipe(tiny_sd3_pipeline(seed, **kwargs))
+
+
+def tiny_sd3_inpaint_pipeline(seed: int = 0, **kwargs):
+    """``StableDiffusion3InpaintPipeline`` on a 16-channel `tiny_sd3_pipeline` (the pipeline blends the
+    known region back in at every step, which it allows only at SD3's latent width)."""
+    from diffusers import StableDiffusion3InpaintPipeline
+
+    return StableDiffusion3InpaintPipeline.from_pipe(tiny_sd3_pipeline(seed, latent_channels=16, **kwargs))
+
+
+def _randomize_zero_blocks(model, seed: int, std: float = 0.05):
+    """ControlNets start with zero-initialised output (and input) projections, so that an untrained one
+    adds nothing; give them small random weights so that a tiny ControlNet's residuals matter."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            if not param.any():
+                param.copy_(torch.randn(param.shape, generator=gen) * std)
+    return model
+
+
+def tiny_sd3_controlnet(seed: int = 0, num_layers: int = 1, heads: int = 2, head_dim: int = 8):
+    """An ``SD3ControlNetModel`` matching `tiny_sd3_pipeline`'s transformer (random weights)."""
+    from diffusers.models import SD3ControlNetModel
+
+    torch.manual_seed(seed + 6)
+    controlnet = SD3ControlNetModel(
+        sample_size=16,
+        patch_size=2,
+        in_channels=4,
+        num_layers=num_layers,
+        attention_head_dim=head_dim,
+        num_attention_heads=heads,
+        joint_attention_dim=32,
+        caption_projection_dim=heads * head_dim,
+        pooled_projection_dim=32,
+        out_channels=4,
+        pos_embed_max_size=32,
+    )
+    return _randomize_zero_blocks(controlnet, seed + 6).eval()
+
+
+def tiny_sd3_controlnet_pipeline(seed: int = 0):
+    """``StableDiffusion3ControlNetPipeline`` with a tiny ControlNet on `tiny_sd3_pipeline`'s modules."""
+    from diffusers import StableDiffusion3ControlNetPipeline
+
+    return StableDiffusion3ControlNetPipeline.from_pipe(tiny_sd3_pipeline(seed), controlnet=tiny_sd3_controlnet(seed))
+
+
+def tiny_flux_img2img_pipeline(seed: int = 0, **kwargs):
+    """``FluxImg2ImgPipeline`` sharing the modules of `tiny_flux_pipeline`."""
+    from diffusers import FluxImg2ImgPipeline
+
+    return FluxImg2ImgPipeline.from_pipe(tiny_flux_pipeline(seed, **kwargs))
+
+
+def tiny_flux_inpaint_pipeline(seed: int = 0, **kwargs):
+    """``FluxInpaintPipeline`` sharing the modules of `tiny_flux_pipeline`."""
+    from diffusers import FluxInpaintPipeline
+
+    return FluxInpaintPipeline.from_pipe(tiny_flux_pipeline(seed, **kwargs))
+
+
+def tiny_flux_kontext_pipeline(seed: int = 0, **kwargs):
+    """``FluxKontextPipeline`` (the reference image's latents join the token sequence) on `tiny_flux_pipeline`."""
+    from diffusers import FluxKontextPipeline
+
+    return FluxKontextPipeline.from_pipe(tiny_flux_pipeline(seed, **kwargs))
+
+
+def tiny_flux_fill_pipeline(seed: int = 0):
+    """``FluxFillPipeline``: `tiny_flux_pipeline`'s encoders and VAE with a transformer that reads the
+    packed noise, masked-image and mask latents side by side (FLUX.1-Fill's channel layout)."""
+    from diffusers import FluxFillPipeline, FluxTransformer2DModel
+
+    base = tiny_flux_pipeline(seed)
+    packed = base.vae.config.latent_channels * 4  # 2x2 patches packed into channels
+    mask = base.vae_scale_factor**2 * 4
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel.from_config(base.transformer.config, in_channels=2 * packed + mask,
+                                                     out_channels=packed).eval()
+    return FluxFillPipeline.from_pipe(base, transformer=transformer)
+
+
+def tiny_flux_controlnet(seed: int = 0):
+    """A ``FluxControlNetModel`` matching `tiny_flux_pipeline`'s transformer (random weights)."""
+    from diffusers.models import FluxControlNetModel
+
+    torch.manual_seed(seed + 6)
+    controlnet = FluxControlNetModel(
+        patch_size=1,
+        in_channels=16,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=16,
+        guidance_embeds=True,
+        axes_dims_rope=(2, 2, 4),
+    )
+    return _randomize_zero_blocks(controlnet, seed + 6).eval()
+
+
+def tiny_flux_controlnet_pipeline(seed: int = 0):
+    """``FluxControlNetPipeline`` with a tiny ControlNet on `tiny_flux_pipeline`'s modules."""
+    from diffusers import FluxControlNetPipeline
+
+    return FluxControlNetPipeline.from_pipe(tiny_flux_pipeline(seed), controlnet=tiny_flux_controlnet(seed))
+
+
+def tiny_wan_i2v_pipeline(seed: int = 0, image_encoder: bool = True, **kwargs):
+    """``WanImageToVideoPipeline`` on `tiny_wan_pipeline`'s modules.
+
+    ``image_encoder=True`` is the Wan2.1-I2V layout: a CLIP vision encoder whose penultimate hidden
+    states the transformer cross-attends to, and a transformer that reads the noise latents next to the
+    first frame's latents and a 4-channel frame mask. ``image_encoder=False`` is the Wan2.2 layout
+    (``expand_timesteps``): no image encoder, the first latent frame replaced by the image's latents.
+    """
+    from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    if not image_encoder:
+        return WanImageToVideoPipeline.from_pipe(tiny_wan_pipeline(seed, expand_timesteps=True, **kwargs))
+    base = tiny_wan_pipeline(seed, **kwargs)
+    torch.manual_seed(seed + 7)
+    vision = CLIPVisionModel(CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                              num_attention_heads=2, image_size=32, patch_size=8)).eval()
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    latent_channels = base.vae.config.z_dim
+    config = base.transformer.config
+    inner = config.num_attention_heads * config.attention_head_dim
+    experts = {}
+    for i, name in enumerate(("transformer", "transformer_2")):
+        if getattr(base, name) is None:
+            continue
+        torch.manual_seed(seed + 5 * i)
+        experts[name] = WanTransformer3DModel.from_config(
+            config, in_channels=2 * latent_channels + base.vae_scale_factor_temporal, image_dim=16,
+            added_kv_proj_dim=inner,
+        ).eval()
+    return WanImageToVideoPipeline.from_pipe(base, image_encoder=vision, image_processor=processor, **experts)

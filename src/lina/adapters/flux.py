@@ -11,7 +11,10 @@ class FluxAdapter(FamilyAdapter):
     """FLUX-dev is guidance-distilled: ``guidance_scale`` feeds the guidance embedding and there is no
     unconditional branch. ``true_cfg_scale > 1`` *with* a negative prompt adds true CFG, as a second
     denoiser call; the contrastive branch joins the conditional call either way. Only the T5 rows
-    carry tokens; CLIP contributes the pooled vector, which LINA leaves untouched."""
+    carry tokens; CLIP contributes the pooled vector, which LINA leaves untouched. What the variants add
+    to the denoiser call rides along per sample: Fill's masked-image and mask channels and Kontext's
+    reference-image tokens in ``hidden_states`` (their positions in the shared ``img_ids``), ControlNet
+    residual lists (the contrastive branch takes the conditional rows' residuals)."""
 
     family = "flux"
     pipeline_classes = (

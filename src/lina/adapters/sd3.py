@@ -8,7 +8,12 @@ from lina.adapters.base import Conditioning, EncoderSlot, FamilyAdapter
 class SD3Adapter(FamilyAdapter):
     """SD3's prompt tensor is ``[CLIP-L | CLIP-G | zero pad]`` on the first ``clip_len`` rows (features
     concatenated), then the T5 rows; the pooled vector is ``[pooled-L | pooled-G]``, left untouched.
-    The pipelines batch ``[uncond, cond]`` in one denoiser call under CFG (``guidance_scale > 1``)."""
+    The pipelines batch ``[uncond, cond]`` in one denoiser call under CFG (``guidance_scale > 1``).
+    The ControlNet pipelines hand the transformer per-sample residual lists
+    (``block_controlnet_hidden_states``); the contrastive branch takes the conditional rows' residuals
+    (`FamilyAdapter.select_rows`), so its negative differs from the prompt in the text alone, under the
+    same control signal. Img2img and inpainting start part-way down the schedule; the contrast window
+    is a fraction of the steps they run."""
 
     family = "sd3"
     pipeline_classes = (

@@ -29,7 +29,10 @@ class WanAdapter(FamilyAdapter):
     """``WanPipeline`` calls the denoiser once for the prompt and once for the negative prompt, each
     under its own cache context; the contrastive branch joins the prompt's call. On two-expert models
     each expert guides with its own scale (``guidance_scale``, ``guidance_scale_2``), and the contrast
-    is folded with the scale of whichever expert owns the step."""
+    is folded with the scale of whichever expert owns the step. Image-to-video passes the first frame's
+    latents in ``hidden_states`` (channels, or the first latent frame with per-token timesteps in the
+    Wan2.2 layout) and, in the Wan2.1 layout, CLIP image embeddings in ``encoder_hidden_states_image``;
+    the contrastive branch takes the conditional rows of both."""
 
     family = "wan"
     pipeline_classes = ("WanPipeline", "WanImageToVideoPipeline", "WanVideoToVideoPipeline")
