@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 TESTBED_MODEL = ASSETS / "testbed"
+TESTBED_UNET_MODEL = ASSETS / "testbed_unet"  # `lina world train --family sd` writes it
 """The shipped testbed pipeline (``lina world train`` rebuilds it)."""
 TESTBED_AIM = ASSETS / "testbed_aim"
 """The AIM shipped for the testbed model."""

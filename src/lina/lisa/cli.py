@@ -8,19 +8,28 @@ from typing import Annotated
 
 import typer
 
-from lina.lisa.families import FAMILIES
-from lina.lisa.regularizer import TARGETS
-
 app = typer.Typer(
     help="Train ControlNet-style side networks with LISA (Likelihood Score Alignment).", no_args_is_help=True
 )
 
 
-FamilyName = Enum("FamilyName", {name: name for name in FAMILIES}, type=str)
-_FAMILY_HELP = "; ".join(f"{name}: {family.label}" for name, family in FAMILIES.items()) + "."
+# The family and target lists live with the torch code; the CLI checks names against them only when
+# a command runs, so that `lina --help` does not import torch.
+def _family(name: str) -> str:
+    from lina.lisa.families import FAMILIES
+
+    if name not in FAMILIES:
+        raise typer.BadParameter(f"{name!r} is not a LISA family; choose one of: "
+                                 + "; ".join(f"{n} ({f.label})" for n, f in FAMILIES.items()))
+    return name
 
 
-LisaTarget = Enum("LisaTarget", {name: name for name in TARGETS}, type=str)
+def _target(name: str) -> str:
+    from lina.lisa.regularizer import TARGETS
+
+    if name not in TARGETS:
+        raise typer.BadParameter(f"{name!r} is not a LISA target; choose one of: {', '.join(TARGETS)}")
+    return name
 
 
 class MixedPrecision(str, Enum):
@@ -36,7 +45,9 @@ def _lisa() -> None:
 
 @app.command()
 def train(
-    family: Annotated[FamilyName, typer.Option(help=_FAMILY_HELP)],
+    family: Annotated[str, typer.Option(
+        callback=_family, help="Base model family: sd (SD1.x/2.x UNet ControlNet), sd3 or flux "
+                               "(the families of lina.lisa.families).")],
     pretrained: Annotated[
         str, typer.Option(help="Base pipeline: a diffusers folder (or a hub id where the hub is reachable).")
     ],
@@ -76,12 +87,13 @@ def train(
     ] = 1.0,
     decoder_width: int = 128,
     lisa_target: Annotated[
-        LisaTarget,
+        str,
         typer.Option(
+            callback=_target,
             help="What the decoder regresses onto: likelihood (LISA, y - p_base); controls: plain (y), "
             "random (a fixed random field), detached (LISA target, no gradient into the side network)."
         ),
-    ] = LisaTarget("likelihood"),
+    ] = "likelihood",
     flux_guidance: float = 3.5,
     mixed_precision: MixedPrecision = MixedPrecision.no,
     seed: int = 0,
@@ -98,8 +110,7 @@ def train(
     A resume continues exactly where the run stopped. A damaged checkpoint is moved aside, with a
     warning, and the newest intact one is used.
     """
-    options = dict(locals(), family=family.value, mixed_precision=mixed_precision.value)
-    options["lisa_target"] = lisa_target.value
+    options = dict(locals(), family=family, mixed_precision=mixed_precision.value)
     from lina.lisa.trainer import TrainConfig
     from lina.lisa.trainer import train as run
 

@@ -10,8 +10,7 @@ from typing import Optional
 
 import typer
 
-from lina.loading import TESTBED_MODEL
-from lina.world.model import DEFAULT_CHECKPOINT, DEFAULT_UNET_CHECKPOINT
+from lina.loading import TESTBED_MODEL, TESTBED_UNET_MODEL
 from lina.world.scenes import RARE_WEIGHT, world_split
 
 app = typer.Typer(help="The synthetic testbed world: its prompts and the text-to-image model trained on it.", no_args_is_help=True)
@@ -29,8 +28,8 @@ class PredictionType(str, Enum):
 
 # family -> (output, work directory, denoiser steps, anneal steps)
 _FAMILY_DEFAULTS = {
-    "sd3": (DEFAULT_CHECKPOINT, Path("runs/testbed"), 8000, 4000),
-    "sd": (DEFAULT_UNET_CHECKPOINT, Path("runs/testbed_unet"), 4000, 2000),
+    "sd3": (TESTBED_MODEL, Path("runs/testbed"), 8000, 4000),
+    "sd": (TESTBED_UNET_MODEL, Path("runs/testbed_unet"), 4000, 2000),
 }
 
 

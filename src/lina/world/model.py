@@ -30,7 +30,7 @@ from diffusers import (
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
 from lina._logs import quiet_loading
-from lina.loading import TESTBED_MODEL
+from lina.loading import TESTBED_MODEL, TESTBED_UNET_MODEL
 from lina.testing import tiny_clip_tokenizer, tiny_t5_tokenizer
 from lina.world.vocabulary import WORDS
 
@@ -41,7 +41,7 @@ DEFAULT_CHECKPOINT = TESTBED_MODEL
 SAMPLING = {"num_inference_steps": 24, "guidance_scale": 5.0, "max_sequence_length": MAX_SEQUENCE_LENGTH,
             "height": SAMPLE_SIZE, "width": SAMPLE_SIZE}
 """How the testbed model samples (saved with it as ``lina_sampling.json``): its encoders read 12 tokens."""
-DEFAULT_UNET_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "testbed_unet"
+DEFAULT_UNET_CHECKPOINT = TESTBED_UNET_MODEL
 UNET_TEXT_WIDTH = 64  # the UNet testbed's CLIP width, its cross-attention dimension
 REBUILD_COMMAND = "lina world train --output src/lina/assets/testbed"
 # Longest words first: the tiny byte-level BPE registers merges in this order, and a short word's
