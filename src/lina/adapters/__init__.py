@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from lina.adapters.base import Conditioning, EncoderSlot, FamilyAdapter
 from lina.adapters.flux import FluxAdapter
+from lina.adapters.qwenimage import QwenImageAdapter
 from lina.adapters.sd3 import SD3Adapter
 from lina.adapters.wan import WanAdapter
 
-ADAPTERS: list[type[FamilyAdapter]] = [SD3Adapter, FluxAdapter, WanAdapter]
+ADAPTERS: list[type[FamilyAdapter]] = [SD3Adapter, FluxAdapter, WanAdapter, QwenImageAdapter]
 
 
 def register_adapter(adapter: type[FamilyAdapter]) -> type[FamilyAdapter]:
@@ -30,6 +31,7 @@ __all__ = [
     "EncoderSlot",
     "FamilyAdapter",
     "FluxAdapter",
+    "QwenImageAdapter",
     "SD3Adapter",
     "WanAdapter",
     "adapter_for",
