@@ -131,3 +131,47 @@ def test_qwen_true_cfg_refuses_the_contrast_and_keeps_the_other_interventions(qw
     assert np.array_equal(_lina(qwen_pipe, Interventions(), **kw), _plain(qwen_pipe, **kw))
     shifted = _lina(qwen_pipe, Interventions(shift_gain=2.0), **kw)
     assert np.isfinite(shifted).all() and not np.allclose(shifted, _plain(qwen_pipe, **kw), atol=1e-5)
+
+
+# -- FLUX.2 [klein] ------------------------------------------------------------------------------
+KLEIN = dict(max_sequence_length=64)
+
+
+@pytest.fixture(scope="module")
+def klein_pipe():
+    from lina.testing import tiny_flux2_klein_pipeline
+
+    pipe = tiny_flux2_klein_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_klein_masked_rows_are_the_relation_words_in_the_pipeline_embedding(klein_pipe):
+    slot = adapter_for(klein_pipe).encoder_slots(64)[0]
+    assert slot.template.index("{}") > 0  # the prompt sits inside the chat template
+    spans = [parse_prompt(p).relation_spans for p in PROMPTS]
+    masks = token_masks(slot.tokenizer, PROMPTS, spans, 64, slot.template, slot.prefix, slot.padded)
+    embeds, _ = klein_pipe.encode_prompt(PROMPTS, max_sequence_length=64)
+    for prompt, mask, rows in zip(PROMPTS, masks, embeds):
+        ids = slot.tokenizer(slot.template.format(prompt), padding="max_length", max_length=64, truncation=True,
+                             return_tensors="pt")
+        assert slot.tokenizer.decode(ids.input_ids[0][mask]).strip() == _relation_text(prompt)
+        out = klein_pipe.text_encoder(**ids, output_hidden_states=True)
+        stacked = torch.cat([out.hidden_states[k][0] for k in (9, 18, 27)], dim=-1)
+        torch.testing.assert_close(rows[mask], stacked[mask], atol=1e-5, rtol=1e-5)
+
+
+def test_klein_interventions(klein_pipe):
+    plain = lambda: klein_pipe(prompt=PROMPT, generator=_gen(), **SIZE, **KLEIN).images  # noqa: E731
+    lina = lambda s: _lina(klein_pipe, s, **KLEIN)  # noqa: E731
+    reference, scheduler = plain(), klein_pipe.scheduler
+    assert np.array_equal(lina(Interventions()), reference)
+    assert np.array_equal(lina(Interventions(contrast=5.0, contrast_window=0.0)), reference)
+    with denoiser_batches(klein_pipe.transformer) as sizes:
+        contrasted = lina(Interventions(contrast=3.0, contrast_window=0.5))
+    assert sizes == [2, 1, 2, 1, 1, 1, 1, 1]  # (cond + contrast, uncond) inside the window, then plain CFG
+    for out in (contrasted, lina(Interventions(token_scale=2.0)), lina(Interventions(shift_gain=2.0))):
+        assert np.isfinite(out).all() and not np.allclose(out, reference, atol=1e-6)
+    _untouched_klein = klein_pipe.scheduler is scheduler and HOOK_NAME not in getattr(
+        klein_pipe.transformer.__dict__.get("_diffusers_hook"), "hooks", {})
+    assert _untouched_klein and np.array_equal(plain(), reference)

@@ -404,3 +404,44 @@ def tiny_qwenimage_pipeline(seed: int = 0, words: Iterable[str] = BASE_WORDS):
     return QwenImagePipeline(
         scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer
     )
+
+
+_QWEN3_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and not enable_thinking %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
+)
+
+
+def tiny_flux2_klein_pipeline(seed: int = 0, words: Iterable[str] = BASE_WORDS, is_distilled: bool = False):
+    """A ``Flux2KleinPipeline`` (Qwen3 behind its chat template, three hidden layers stacked, CFG against
+    the empty prompt unless ``is_distilled``) of toy size."""
+    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline, Flux2Transformer2DModel
+    from transformers import Qwen2Tokenizer, Qwen3Config, Qwen3ForCausalLM
+
+    vocab, merges = _byte_level_bpe(tuple(words) + TEMPLATE_WORDS)
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, chat_template=_QWEN3_CHAT_TEMPLATE,
+                               additional_special_tokens=["<|im_start|>", "<|im_end|>", "<think>", "</think>"])
+    hidden = 16
+    torch.manual_seed(seed + 3)
+    text_encoder = Qwen3ForCausalLM(Qwen3Config(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=32, num_hidden_layers=27,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=1024,
+        pad_token_id=0, bos_token_id=None, eos_token_id=0, tie_word_embeddings=False,
+    )).eval()
+    latent_channels = 4
+    torch.manual_seed(seed)
+    transformer = Flux2Transformer2DModel(
+        patch_size=1, in_channels=latent_channels * 4, num_layers=1, num_single_layers=1, attention_head_dim=8,
+        num_attention_heads=2, joint_attention_dim=3 * hidden, timestep_guidance_channels=16,
+        axes_dims_rope=(2, 2, 2, 2), guidance_embeds=False,
+    ).eval()
+    torch.manual_seed(seed + 4)
+    vae = AutoencoderKLFlux2(
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"), up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(8, 16), layers_per_block=1, latent_channels=latent_channels, norm_num_groups=4,
+        sample_size=32, use_quant_conv=False, use_post_quant_conv=False, mid_block_add_attention=False,
+    ).eval()
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, time_shift_type="exponential")
+    return Flux2KleinPipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                              transformer=transformer, is_distilled=is_distilled)
