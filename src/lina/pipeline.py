@@ -244,7 +244,8 @@ class LinaPipeline:
                 logger.warning("LINA: %s reads its own %s; its token rows are left unscaled.", slot.name, slot.text_arg)
                 continue
             mask = torch.zeros(embeds.shape[:2], dtype=torch.bool)
-            rows = token_masks(slot.tokenizer, prompts, spans, slot.max_length).repeat_interleave(copies, dim=0)
+            rows = token_masks(slot.tokenizer, prompts, spans, slot.max_length, slot.template, slot.prefix, slot.padded)
+            rows = rows.repeat_interleave(copies, dim=0)
             width = len(range(*slot.rows.indices(embeds.shape[1])))
             mask[:, slot.rows] = rows[:, :width]
             embeds = scale_token_rows(embeds, mask, scales.repeat_interleave(copies), slot.channels)

@@ -105,11 +105,12 @@ class ContrastHook(ModelHook):
         rows = torch.tensor([offset + j for j in active])
         negative = self.negative[torch.tensor(active)]
         extra = {}
+        device = kwargs["hidden_states"].device
         for name, value in kwargs.items():
             field = self.adapter.text_kwargs.get(name)
-            replacement = _field(negative, field) if field is not None and value is not None else None
-            if replacement is not None:
-                extra[name] = replacement.to(value.device, value.dtype)
+            replacement = _field(negative, field) if field is not None else None
+            if replacement is not None:  # (the prompt's may be None: an attention mask the pipeline dropped)
+                extra[name] = replacement.to(device) if value is None else replacement.to(value.device, value.dtype)
             else:
                 extra[name] = self.adapter.select_rows(name, value, rows, batch)
         if self.separate:
@@ -118,7 +119,7 @@ class ContrastHook(ModelHook):
                 negative_pred = _prediction(forward(**extra))
             prediction = _prediction(output)
         else:
-            merged = {name: self.adapter.concat_rows(value, extra[name]) for name, value in kwargs.items()}
+            merged = self.adapter.join_branch(kwargs, extra)
             output = forward(**merged)
             full = _prediction(output)
             prediction, negative_pred = full[:batch], full[batch:]
@@ -131,7 +132,7 @@ class ContrastHook(ModelHook):
 
 
 def _field(cond, name: str) -> torch.Tensor | None:
-    return cond.extras[name] if name in cond.extras else getattr(cond, name)
+    return cond.extras[name] if name in cond.extras else getattr(cond, name, None)
 
 
 def _prediction(output) -> torch.Tensor:

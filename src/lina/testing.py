@@ -457,3 +457,160 @@ def tiny_wan_i2v_pipeline(seed: int = 0, image_encoder: bool = True, **kwargs):
             added_kv_proj_dim=inner,
         ).eval()
     return WanImageToVideoPipeline.from_pipe(base, image_encoder=vision, image_processor=processor, **experts)
+
+
+# -- chat-templated encoders (Qwen-Image, FLUX.2) ------------------------------------------------
+# Words of the pipelines' chat templates, so that a template tokenizes into as many tokens as with
+# the real tokenizers (the pipelines crop a fixed number of template tokens).
+TEMPLATE_WORDS: tuple[str, ...] = tuple(
+    """system user assistant Describe describe image by detailing color shape size texture quantity text
+    spatial relationships objects background You are an AI that reasons about images""".split()
+)
+
+
+def _byte_level_bpe(words: Iterable[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Byte-level BPE vocabulary and merges (GPT-2 style, as Qwen's) in which each word, bare or after
+    a space, is one token; trained by `tokenizers` so that the merges never conflict."""
+    import json
+
+    from tokenizers import Tokenizer, models, trainers
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(vocab_size=1 << 20, min_frequency=1, initial_alphabet=ByteLevel.alphabet(),
+                                  special_tokens=["<|endoftext|>"], show_progress=False)
+    words = list(dict.fromkeys(words))
+    bpe.train_from_iterator(words + [" " + w for w in words], trainer)
+    model = json.loads(bpe.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    return model["vocab"], merges
+
+
+def tiny_qwen2_tokenizer(words: Iterable[str] = BASE_WORDS, max_length: int = 32768):
+    """A ``Qwen2Tokenizer`` (byte-level BPE, Qwen's pre-tokenizer) with the chat special tokens."""
+    from transformers import Qwen2Tokenizer
+
+    vocab, merges = _byte_level_bpe(tuple(words) + TEMPLATE_WORDS)
+    return Qwen2Tokenizer(vocab=vocab, merges=merges, model_max_length=max_length,
+                          additional_special_tokens=["<|im_start|>", "<|im_end|>"])
+
+
+def _qwen2_5_vl(vocab_size: int, hidden: int, seed: int):
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    torch.manual_seed(seed)
+    heads = 2
+    config = Qwen2_5_VLConfig(
+        text_config=dict(
+            vocab_size=vocab_size,
+            hidden_size=hidden,
+            intermediate_size=hidden * 2,
+            num_hidden_layers=2,
+            num_attention_heads=heads,
+            num_key_value_heads=1,
+            max_position_embeddings=2048,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                             "mrope_section": [1, 1, hidden // heads // 2 - 2]},
+            bos_token_id=None,
+            eos_token_id=0,
+            pad_token_id=0,
+        ),
+        vision_config=dict(depth=1, hidden_size=16, intermediate_size=32, num_heads=2, out_hidden_size=hidden,
+                           patch_size=2, spatial_merge_size=1, temporal_patch_size=1, fullatt_block_indexes=[0]),
+        image_token_id=vocab_size - 1,
+        video_token_id=vocab_size - 1,
+        vision_start_token_id=vocab_size - 1,
+        vision_end_token_id=vocab_size - 1,
+    )
+    return Qwen2_5_VLForConditionalGeneration(config).eval()
+
+
+def tiny_qwenimage_pipeline(seed: int = 0, words: Iterable[str] = BASE_WORDS):
+    """A ``QwenImagePipeline`` (Qwen2.5-VL behind its chat template, MMDiT with a text attention mask,
+    causal video VAE, dynamic time shift) of toy size."""
+    from diffusers import (
+        AutoencoderKLQwenImage,
+        FlowMatchEulerDiscreteScheduler,
+        QwenImagePipeline,
+        QwenImageTransformer2DModel,
+    )
+
+    latent_channels, text_dim = 4, 32
+    tokenizer = tiny_qwen2_tokenizer(words)
+    text_encoder = _qwen2_5_vl(len(tokenizer), text_dim, seed + 3)
+    torch.manual_seed(seed)
+    transformer = QwenImageTransformer2DModel(
+        patch_size=2,
+        in_channels=latent_channels * 4,
+        out_channels=latent_channels,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=text_dim,
+        axes_dims_rope=(2, 2, 4),
+    ).eval()
+    torch.manual_seed(seed + 4)
+    vae = AutoencoderKLQwenImage(
+        base_dim=4,
+        z_dim=latent_channels,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+        latents_mean=[0.0] * latent_channels,
+        latents_std=[1.0] * latent_channels,
+    ).eval()
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        shift=1.0,
+        use_dynamic_shifting=True,
+        base_shift=0.5,
+        max_shift=0.9,
+        base_image_seq_len=256,
+        max_image_seq_len=8192,
+        shift_terminal=0.02,
+        time_shift_type="exponential",
+    )
+    return QwenImagePipeline(
+        scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer
+    )
+
+
+_QWEN3_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and not enable_thinking %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
+)
+
+
+def tiny_flux2_klein_pipeline(seed: int = 0, words: Iterable[str] = BASE_WORDS, is_distilled: bool = False):
+    """A ``Flux2KleinPipeline`` (Qwen3 behind its chat template, three hidden layers stacked, CFG against
+    the empty prompt unless ``is_distilled``) of toy size."""
+    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline, Flux2Transformer2DModel
+    from transformers import Qwen2Tokenizer, Qwen3Config, Qwen3ForCausalLM
+
+    vocab, merges = _byte_level_bpe(tuple(words) + TEMPLATE_WORDS)
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, chat_template=_QWEN3_CHAT_TEMPLATE,
+                               additional_special_tokens=["<|im_start|>", "<|im_end|>", "<think>", "</think>"])
+    hidden = 16
+    torch.manual_seed(seed + 3)
+    text_encoder = Qwen3ForCausalLM(Qwen3Config(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=32, num_hidden_layers=27,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=1024,
+        pad_token_id=0, bos_token_id=None, eos_token_id=0, tie_word_embeddings=False,
+    )).eval()
+    latent_channels = 4
+    torch.manual_seed(seed)
+    transformer = Flux2Transformer2DModel(
+        patch_size=1, in_channels=latent_channels * 4, num_layers=1, num_single_layers=1, attention_head_dim=8,
+        num_attention_heads=2, joint_attention_dim=3 * hidden, timestep_guidance_channels=16,
+        axes_dims_rope=(2, 2, 2, 2), guidance_embeds=False,
+    ).eval()
+    torch.manual_seed(seed + 4)
+    vae = AutoencoderKLFlux2(
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"), up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(8, 16), layers_per_block=1, latent_channels=latent_channels, norm_num_groups=4,
+        sample_size=32, use_quant_conv=False, use_post_quant_conv=False, mid_block_add_attention=False,
+    ).eval()
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, time_shift_type="exponential")
+    return Flux2KleinPipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                              transformer=transformer, is_distilled=is_distilled)

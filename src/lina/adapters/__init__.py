@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from lina.adapters.base import Conditioning, EncoderSlot, FamilyAdapter
 from lina.adapters.flux import FluxAdapter
+from lina.adapters.flux2 import Flux2Adapter, Flux2KleinAdapter
+from lina.adapters.qwenimage import QwenImageAdapter
 from lina.adapters.sd3 import SD3Adapter
 from lina.adapters.wan import WanAdapter
 
-ADAPTERS: list[type[FamilyAdapter]] = [SD3Adapter, FluxAdapter, WanAdapter]
+ADAPTERS: list[type[FamilyAdapter]] = [SD3Adapter, FluxAdapter, WanAdapter, QwenImageAdapter, Flux2Adapter, Flux2KleinAdapter]
 
 
 def register_adapter(adapter: type[FamilyAdapter]) -> type[FamilyAdapter]:
@@ -29,7 +31,10 @@ __all__ = [
     "Conditioning",
     "EncoderSlot",
     "FamilyAdapter",
+    "Flux2Adapter",
+    "Flux2KleinAdapter",
     "FluxAdapter",
+    "QwenImageAdapter",
     "SD3Adapter",
     "WanAdapter",
     "adapter_for",

@@ -27,6 +27,8 @@ class EncoderSlot:
     when the user gives that argument a text of its own, the slot's rows are not the prompt's tokens.
     ``prefix`` is the number of template tokens the pipeline puts before the prompt and crops from the
     embedding (chat-templated encoders); their positions are subtracted from the tokenizer's.
+    ``template`` is the format string the prompt is tokenized in (special tokens included).
+    ``padded=False``: the pipeline keeps only the attention mask's tokens, so padding never shifts a row.
     """
 
     name: str
@@ -37,6 +39,7 @@ class EncoderSlot:
     text_arg: str = "prompt"
     template: str = "{}"
     prefix: int = 0
+    padded: bool = True
 
 
 @dataclass
@@ -204,6 +207,11 @@ class FamilyAdapter(ABC):
         if isinstance(value, list) and len(value) == batch:
             return [value[int(i)] for i in rows]
         return value
+
+    def join_branch(self, kwargs: dict, extra: dict) -> dict:
+        """The arguments of one denoiser call that runs ``kwargs``'s rows, then ``extra``'s (the contrast's
+        negative branch); families whose text lengths may differ between the two pad them here."""
+        return {name: self.concat_rows(value, extra[name]) for name, value in kwargs.items()}
 
     @staticmethod
     def concat_rows(value: Any, extra: Any) -> Any:
