@@ -81,16 +81,20 @@ def test_qwen_neutral_strengths_reproduce_the_plain_pipeline(qwen_pipe):
     assert np.array_equal(_lina(qwen_pipe, Interventions(contrast=5.0, contrast_window=0.0)), reference)
 
 
-def test_qwen_token_scale_reaches_the_transformer_on_the_relation_rows_only(qwen_pipe):
+def test_qwen_token_scale_reaches_the_transformer_on_the_relation_rows_only(qwen_pipe, caplog):
+    import logging
+
     captured = []
     handle = qwen_pipe.transformer.register_forward_pre_hook(
         lambda m, a, kw: captured.append(kw["encoder_hidden_states"][0].clone()), with_kwargs=True
     )
     try:
-        _lina(qwen_pipe, Interventions(token_scale=2.0))
+        with caplog.at_level(logging.WARNING, logger="lina"):
+            _lina(qwen_pipe, Interventions(token_scale=2.0))
         _plain(qwen_pipe)
     finally:
         handle.remove()
+    assert "txt_norm" in caplog.text  # the transformer normalises the rows again: the user is told
     steps = SIZE["num_inference_steps"]
     scaled, plain = captured[0], captured[steps]
     changed = ~torch.isclose(scaled, plain).all(dim=-1)

@@ -261,9 +261,9 @@ class LinaPipeline:
             if kwargs.get(slot.text_arg) is not None and slot.text_arg != "prompt":
                 continue
             width = len(range(*slot.rows.indices(embeds.shape[1])))
+            rows = token_weight_rows(slot.tokenizer, weighted, slot.max_length, slot.template, slot.prefix, slot.padded)
             factors = torch.ones(embeds.shape[:2])
-            factors[:, slot.rows] = token_weight_rows(slot.tokenizer, weighted, slot.max_length)[:, :width] \
-                .repeat_interleave(copies, dim=0)
+            factors[:, slot.rows] = rows[:, :width].repeat_interleave(copies, dim=0)
             embeds = weight_token_rows(embeds, factors, slot.channels)
         return cond.with_embeds(embeds)
 
@@ -290,6 +290,8 @@ class LinaPipeline:
             call = dict(kwargs)
 
         scales = torch.tensor([s.token_scale for s in settings], dtype=torch.float32)
+        if adapter.token_scaling_caveat and (weighted is not None or any(s.uses_tokens for s in settings)):
+            logger.warning("LINA: %s.", adapter.token_scaling_caveat)
         if weighted is not None:
             cond = self._weight_phrases(cond, weighted, copies, kwargs)
         if any(s.uses_tokens for s in settings):

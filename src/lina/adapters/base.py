@@ -93,6 +93,8 @@ class FamilyAdapter(ABC):
     text_kwargs: ClassVar[dict[str, str]] = {"encoder_hidden_states": "embeds"}
     shared_kwargs: ClassVar[frozenset[str]] = frozenset()
     text_args: ClassVar[tuple[str, ...]] = ("prompt",)  # pipeline arguments replaced by the embeddings
+    # Why scaling prompt-embedding rows does not reach the denoiser, where it does not (None: it does).
+    token_scaling_caveat: ClassVar[str | None] = None
 
     def __init__(self, pipe) -> None:
         self.pipe = pipe

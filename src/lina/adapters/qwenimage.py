@@ -24,6 +24,8 @@ class QwenImageAdapter(FamilyAdapter):
     prompts to theirs) with the attention mask marking the padding, so both share one call."""
 
     family = "qwenimage"
+    token_scaling_caveat = ("Qwen-Image's transformer RMS-normalises every text row (txt_norm) before using it, "
+                            "which cancels a per-row scale: token_scale and phrase weights have no effect here")
     pipeline_classes = ("QwenImagePipeline", "QwenImageImg2ImgPipeline", "QwenImageInpaintPipeline")
     text_kwargs = {"encoder_hidden_states": "embeds", "encoder_hidden_states_mask": "mask"}
     shared_kwargs = frozenset({"img_shapes"})

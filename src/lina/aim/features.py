@@ -58,7 +58,8 @@ def relation_roles(adapter, cond, prompts: Sequence[str], csgs: Sequence[CSG], m
     masks = {role: torch.zeros(embeds.shape[:2], dtype=torch.bool) for role in ROLES}
     for slot in adapter.encoder_slots(max_sequence_length):
         for i, (prompt, csg) in enumerate(zip(prompts, csgs)):
-            offsets = token_offsets(slot.tokenizer, prompt, slot.max_length)  # once per prompt and encoder
+            offsets = token_offsets(slot.tokenizer, prompt, slot.max_length, slot.template, slot.prefix,
+                                    slot.padded)  # once per prompt and encoder
             for role in ROLES:
                 masks[role][i, slot.rows] = mask_from_offsets(offsets, _role_spans(csg, role), slot.max_length)
     parts = []

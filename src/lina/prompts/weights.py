@@ -173,7 +173,9 @@ def weights_from_offsets(
     return weights
 
 
-def token_weights(tokenizer, prompt: WeightedPrompt, max_length: int) -> torch.Tensor:
+def token_weights(
+    tokenizer, prompt: WeightedPrompt, max_length: int, template: str = "{}", prefix: int = 0, padded: bool = True
+) -> torch.Tensor:
     """Per-row factors (max_length,) of ``prompt.text`` for one tokenizer, tokenized like the
     pipelines do (padding and truncation to ``max_length``); a phrase truncated away has no row."""
     if not prompt.spans:
@@ -182,11 +184,15 @@ def token_weights(tokenizer, prompt: WeightedPrompt, max_length: int) -> torch.T
         return torch.ones(max_length, dtype=torch.float32)
     from lina.prompts.tokens import token_offsets
 
-    return weights_from_offsets(token_offsets(tokenizer, prompt.text, max_length), prompt.spans, max_length)
+    offsets = token_offsets(tokenizer, prompt.text, max_length, template, prefix, padded)
+    return weights_from_offsets(offsets, prompt.spans, max_length)
 
 
-def token_weight_rows(tokenizer, prompts: Sequence[WeightedPrompt], max_length: int) -> torch.Tensor:
+def token_weight_rows(
+    tokenizer, prompts: Sequence[WeightedPrompt], max_length: int, template: str = "{}", prefix: int = 0,
+    padded: bool = True,
+) -> torch.Tensor:
     """Batched :func:`token_weights`: (len(prompts), max_length)."""
     import torch
 
-    return torch.stack([token_weights(tokenizer, p, max_length) for p in prompts])
+    return torch.stack([token_weights(tokenizer, p, max_length, template, prefix, padded) for p in prompts])
