@@ -226,6 +226,7 @@ def test_tune_again_on_more_seeds_keeps_the_result_judged_on_most_seeds(sd3_pipe
     assert [r["seeds"] for r in read_search_results(tmp_path, seeds=(0,))] == [[0]]
 
 
+@pytest.mark.slow
 def test_search_shards_over_processes_under_accelerate_launch(tmp_path):
     """Two ranks of a real `accelerate launch` split the hard cases and write disjoint shards."""
     from lina.world.scenes import world_split

@@ -176,6 +176,7 @@ def test_scene_kinds_pool_prompts_of_one_kind_and_label_them_alike():
     assert [(e.prompt, e.setting) for e in examples] == [("p1", Interventions(contrast=2.0)), ("p2", NEUTRAL)]
 
 
+@pytest.mark.slow
 def test_search_and_aim_cli_cross_fitted_on_the_testbed(tmp_path):
     out = tmp_path / "search"
     fast = ["--steps", "2", "--seeds", "2"]
