@@ -44,6 +44,9 @@ class LinaPipeline:
     """Wraps a diffusers pipeline of a supported family; call it like the pipeline itself."""
 
     def __init__(self, pipe, adapter: FamilyAdapter | None = None, aim=None) -> None:
+        if pipe is None:
+            raise TypeError("LinaPipeline wraps a loaded diffusers pipeline, got None; pass e.g. "
+                            "StableDiffusion3Pipeline.from_pretrained(...) or FluxPipeline.from_pretrained(...)")
         self.pipe = pipe
         self.adapter = adapter or adapter_for(pipe)
         self.aim = aim.attach(self.adapter) if aim is not None else None

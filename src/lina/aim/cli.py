@@ -8,6 +8,7 @@ N-th prompt and writes its own shard file, and readers merge shards without dupl
 from __future__ import annotations
 
 import json
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Optional
@@ -26,8 +27,9 @@ WorldSplit = Annotated[Optional[list[str]], typer.Option(
 FirstSeed = Annotated[int, typer.Option(
     help="Seeds are FIRST..FIRST+N-1. The default keeps search seeds apart from `lina eval` seeds (0..N-1).")]
 SEARCH_FIRST_SEED = 1000
-CandidateSeeds = Annotated[int, typer.Option(help="Seeds per candidate.")]
-Rounds = Annotated[int, typer.Option(help="Coordinate-descent rounds at most.")]
+CandidateSeeds = Annotated[int, typer.Option(min=1, help="Seeds per candidate.")]
+Steps = Annotated[Optional[int], typer.Option(min=1, help="Denoising steps (default: the model's).")]
+Rounds = Annotated[int, typer.Option(min=1, help="Coordinate-descent rounds at most.")]
 Grid = Annotated[Optional[str], typer.Option(help='JSON grid, e.g. \'{"contrast": [0, 2, 4]}\'.')]
 Out = Annotated[Path, typer.Option(help="Output folder (resumable: re-run the same command to continue).")]
 
@@ -66,11 +68,11 @@ def mine(
     judge_model: JudgeModel = None,
     prompts: Prompts = None,
     world_split: WorldSplit = None,
-    seeds: Annotated[int, typer.Option(help="Seeds per prompt.")] = 4,
+    seeds: Annotated[int, typer.Option(min=1, help="Seeds per prompt.")] = 4,
     first_seed: FirstSeed = SEARCH_FIRST_SEED,
     threshold: Annotated[float, typer.Option(help="A prompt is hard when its baseline pass rate is below this.")] = 0.5,
-    limit: Annotated[Optional[int], typer.Option(help="Only the first N prompts.")] = None,
-    steps: Optional[int] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N prompts.")] = None,
+    steps: Steps = None,
     guidance: Optional[float] = None,
     dtype: str = "float32",
     device: Optional[str] = None,
@@ -92,12 +94,16 @@ def mine(
 
 def read_hard_cases(folder: Path):
     from lina.prompts.csg import CSG
-    from lina.records import iter_jsonl
+    from lina.records import iter_jsonl_lines
 
     items = {}
     for path in sorted(folder.glob("hard_cases-*.jsonl")):
-        for record in iter_jsonl(path):
-            items.setdefault(record["prompt"], CSG.from_dict(record["csg"]))
+        for line, record in iter_jsonl_lines(path):
+            try:
+                items.setdefault(str(record["prompt"]), CSG.from_dict(record["csg"]))
+            except (KeyError, TypeError, ValueError) as error:
+                warnings.warn(f"{path}:{line}: skipping a hard case without a valid prompt and CSG ({error!r}); "
+                              f"`lina search mine --out {folder}` writes them again", RuntimeWarning, stacklevel=2)
     if not items:
         raise FileNotFoundError(f"no hard_cases-*.jsonl in {folder}; run `lina search mine --out {folder}` first")
     return list(items.items())
@@ -114,7 +120,7 @@ def tune(
     rounds: Rounds = 3,
     budget: Annotated[Optional[int], typer.Option(help="Distinct settings judged per prompt at most.")] = None,
     grid: Grid = None,
-    steps: Optional[int] = None,
+    steps: Steps = None,
     guidance: Optional[float] = None,
     dtype: str = "float32",
     device: Optional[str] = None,
@@ -123,11 +129,11 @@ def tune(
     """Coordinate-descent search of the strengths for every hard case in OUT (from `search mine`)."""
     from lina.aim.search import DEFAULT_GRID, tune_hard_cases
 
+    search_grid = parse_grid(grid) if grid else DEFAULT_GRID
     shard, num_shards = _shard()
     items = read_hard_cases(out)[shard::num_shards]
     seed_range = range(first_seed, first_seed + seeds)
     scorer = _scorer(model, judge, judge_model, out, seed_range, steps, guidance, dtype, device, shard, save_images)
-    search_grid = json.loads(grid) if grid else DEFAULT_GRID
     results = tune_hard_cases(scorer, items, out, grid=search_grid, max_rounds=rounds, budget=budget, shard_index=shard)
     for r in results:
         typer.echo(f"{r.best_score:.3f} (baseline {r.baseline_score:.3f}, {r.evaluations} settings)  {r.prompt}")
@@ -141,14 +147,14 @@ def sweep(
     judge_model: JudgeModel = None,
     seeds: CandidateSeeds = 12,
     first_seed: FirstSeed = SEARCH_FIRST_SEED,
-    top: Annotated[int, typer.Option(help="Sweep the K settings the search judged on the most hard cases.")] = 12,
-    top_seeds: Annotated[Optional[int], typer.Option(
+    top: Annotated[int, typer.Option(min=1, help="Sweep the K settings the search judged on the most hard cases.")] = 12,
+    top_seeds: Annotated[Optional[int], typer.Option(min=1,
         help="--top counts a hard case when a setting was judged on all of these many seeds (from --first-seed); "
              "default: the seeds of the `search tune` run.")] = None,
     codebook: Annotated[Optional[Path], typer.Option(
         help="Sweep these settings instead of --top: a JSON list of settings, or a JSON object with a 'settings' "
              "or 'codebook' list (e.g. an AIM's config.json).")] = None,
-    steps: Optional[int] = None,
+    steps: Steps = None,
     guidance: Optional[float] = None,
     dtype: str = "float32",
     device: Optional[str] = None,
@@ -181,6 +187,28 @@ def sweep(
     fresh = sweep_hard_cases(scorer, items, settings)
     typer.echo(f"{len(settings)} settings and the plain model on {len(items)} hard cases, seeds "
                f"{seed_range.start}..{seed_range.stop - 1} ({fresh} pairs judged now, the rest from the store)")
+
+
+def parse_grid(text: str) -> dict[str, list]:
+    """The ``--grid`` JSON: an object mapping strength names to non-empty lists of values."""
+    from dataclasses import fields
+
+    from lina.interventions.strengths import Interventions
+
+    names = [f.name for f in fields(Interventions)]
+    example = '{"contrast": [0, 2, 4], "token_scale": [1, 1.5]}'
+    try:
+        grid = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise typer.BadParameter(f"not valid JSON ({error}); write e.g. {example}", param_hint="--grid") from None
+    if not isinstance(grid, dict) or not grid:
+        raise typer.BadParameter(f"expected a JSON object of strength names to lists, e.g. {example}", param_hint="--grid")
+    for name, values in grid.items():
+        if name not in names:
+            raise typer.BadParameter(f"unknown strength {name!r}; choose among {names}", param_hint="--grid")
+        if not isinstance(values, list) or not values:
+            raise typer.BadParameter(f"{name!r} needs a non-empty list of values, e.g. {example}", param_hint="--grid")
+    return grid
 
 
 def _tune_seeds(records) -> tuple[int, ...]:
@@ -216,7 +244,7 @@ def kinds(
     grid: Grid = None,
     holdout_split: Annotated[Optional[list[str]], typer.Option(
         help="Leave out the hard cases of these testbed world splits (use the same in `lina aim train`).")] = None,
-    steps: Optional[int] = None,
+    steps: Steps = None,
     guidance: Optional[float] = None,
     dtype: str = "float32",
     device: Optional[str] = None,
@@ -228,17 +256,17 @@ def kinds(
     from lina.records import ShardedJsonl
     from lina.sources import held_out_prompts
 
+    search_grid = parse_grid(grid) if grid else DEFAULT_GRID
     if _shard()[1] > 1:
         raise typer.BadParameter("`lina search kinds` pools prompts across the whole set; run it in one process")
     excluded = held_out_prompts(holdout_split)
     items = [(p, c) for p, c in read_hard_cases(out) if p not in excluded]
     seed_range = range(first_seed, first_seed + seeds)
-    store = ShardedJsonl(out, key=_kind_key, prefix="kinds")
+    store = ShardedJsonl(out, key=_kind_key, prefix="kinds", validate=_validate_kind)
     done = store.index()
     todo = [(p, c) for p, c in items
             if (scene_kind(c), tuple(sorted(holdout_split or [])), tuple(seed_range)) not in done]
     scorer = _scorer(model, judge, judge_model, out, seed_range, steps, guidance, dtype, device, 0, False)
-    search_grid = json.loads(grid) if grid else DEFAULT_GRID
     for kind, r in tune_kinds(scorer, todo, grid=search_grid, max_rounds=rounds).items():
         members = [p for p, c in todo if scene_kind(c) == kind]
         store.append({**r.to_record(), "kind": kind, "prompts": members, "seeds": list(seed_range),
@@ -251,12 +279,20 @@ def _kind_key(record) -> tuple:
     return record["kind"], tuple(record.get("holdout", [])), tuple(record["seeds"])
 
 
+def _validate_kind(record) -> None:
+    from lina.aim.search import validate_search_result
+
+    validate_search_result(record)
+    if not isinstance(record["prompts"], list):
+        raise TypeError("'prompts' must be a list")
+
+
 def read_kinds(folder: Path, holdout: list[str]) -> dict[str, dict]:
     """The `lina search kinds` record of each kind made with this hold-out (the most seeds wins)."""
     from lina.records import read_shards
 
     found: dict[str, dict] = {}
-    for r in read_shards(folder, key=_kind_key, prefix="kinds"):
+    for r in read_shards(folder, key=_kind_key, prefix="kinds", validate=_validate_kind):
         if r.get("holdout", []) == sorted(holdout) and len(r["seeds"]) >= len(found.get(r["kind"], {}).get("seeds", [])):
             found[r["kind"]] = r
     if not found:
@@ -291,7 +327,7 @@ def train(
         help="Comma-separated negatives the AIM chooses between (neutral, counterfactual, empty).")] = "neutral,counterfactual",
     holdout_split: Annotated[Optional[list[str]], typer.Option(
         help="Leave out the prompts of these testbed world splits (e.g. ood:0/2, to evaluate on them).")] = None,
-    search_seeds: Annotated[Optional[int], typer.Option(
+    search_seeds: Annotated[Optional[int], typer.Option(min=1,
         help="Learn from what was judged on these many seeds (from --first-seed): the search results, or with "
              "--labels gains, every setting judged on all of them (e.g. by `lina search sweep`); default: the "
              "seeds of the search run with the most.")] = None,
@@ -354,7 +390,7 @@ def train(
 
 @aim_app.command()
 def predict(
-    aim_path: Annotated[Path, typer.Argument(help="A trained AIM folder.")],
+    aim_path: Annotated[str, typer.Argument(help="A trained AIM folder (or hf://owner/name for one on the Hub).")],
     prompt: Annotated[list[str], typer.Argument(help="One or more prompts.")],
     model: Model = "testbed",
     dtype: str = "float32",
@@ -362,9 +398,11 @@ def predict(
 ) -> None:
     """Print the strengths an AIM predicts for prompts."""
     from lina.aim import AIM
+    from lina.loading import cli_source
     from lina.pipeline import LinaPipeline
     from lina.sources import load_model
 
-    lina = LinaPipeline.from_pipe(load_model(model, dtype=dtype, device=device), aim=AIM.from_pretrained(aim_path))
+    aim = AIM.from_pretrained(cli_source(aim_path))
+    lina = LinaPipeline.from_pipe(load_model(model, dtype=dtype, device=device), aim=aim)
     for text, setting in zip(prompt, lina.aim.predict(prompt)):
         typer.echo(f"{json.dumps(setting.to_dict())}  {text}")
