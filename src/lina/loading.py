@@ -93,8 +93,8 @@ def load_pipeline(model: str | Path, dtype: str | torch.dtype = "float32", devic
         source = resolve_source(model, what="diffusers pipeline", marker="model_index.json")
     except FileNotFoundError as error:
         raise FileNotFoundError(
-            f"{error} (a `save_pretrained` folder or a hub snapshot), or give a hub id such as "
-            "stabilityai/stable-diffusion-3.5-large"
+            f"{error}; give a folder with model_index.json (a `save_pretrained` folder or a hub snapshot), "
+            "or a hub id such as stabilityai/stable-diffusion-3.5-large"
         ) from None
     try:
         pipe = DiffusionPipeline.from_pretrained(str(source), dtype=parse_dtype(dtype))
