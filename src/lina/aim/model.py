@@ -316,8 +316,9 @@ class AIM(nn.Module, PyTorchModelHubMixin, library_name="lina", tags=["lina", "a
         except SafetensorError as error:
             raise ValueError(f"{weights} cannot be read ({error}); {_RESAVE}") from error
         except RuntimeError as error:  # load_state_dict: keys or shapes differ from the config's network
-            first = str(error).strip().splitlines()[0]
-            raise ValueError(f"{weights} does not match {folder / CONFIG_FILE} ({first}); {_RESAVE}") from error
+            detail = " ".join(str(error).split())
+            detail = detail if len(detail) <= 300 else detail[:300] + "..."
+            raise ValueError(f"{weights} does not match {folder / CONFIG_FILE} ({detail}); {_RESAVE}") from error
         except (TypeError, ValueError) as error:
             raise ValueError(f"{folder / CONFIG_FILE} does not describe an AIM ({error}); keys: "
                              f"{sorted(config)}; {_RESAVE}") from error
