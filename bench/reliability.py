@@ -61,14 +61,14 @@ def _shell(commands: list[list[str]]) -> list[str]:
 def search_command(out: Path) -> list[str]:
     common = ["--out", str(out), "--seeds", "2"]
     return _shell([
-        [*LINA, "search", "mine", *common, "--world-split", "ood", "--limit", "4", "--threshold", "1.01"],
+        [*LINA, "search", "mine", *common, "--world-split", "ood", "--limit", "12", "--threshold", "1.01"],
         [*LINA, "search", "tune", *common, "--rounds", "1", "--grid", SEARCH_GRID],
     ])
 
 
 def eval_command(out: Path) -> list[str]:
     return [*LINA, "eval", "--benchmark", "testbed", "--out", str(out), "--subset", "ood", "--per-category", "1",
-            "--limit", "6", "--seeds", "2", "--contrast", "3", "--contrast-prompt", "counterfactual"]
+            "--limit", "12", "--seeds", "2", "--contrast", "3", "--contrast-prompt", "counterfactual"]
 
 
 def lisa_command(out: Path, assets: Path) -> list[str]:

@@ -128,10 +128,9 @@ def demo(
     import torch
 
     from lina.benchmarks.demo import format_table, run_demo
-
-    torch.set_num_threads(threads)
     from lina.loading import cli_source
 
+    torch.set_num_threads(threads)
     payload = run_demo(out, aim=cli_source(aim) if aim else None, seeds=seeds, per_category=per_category, json_path=json_path)
     typer.echo(f"LINA strengths: {payload['settings']['lina']}")
     typer.echo(format_table(payload["results"]))
