@@ -13,7 +13,8 @@ Three experiments, each on tiny settings of the shipped testbed (no download):
 A kill lands at a uniform random time between 0 and the uninterrupted run's wall time (imports,
 loading, generation, writes: anywhere). A run that finishes before its kill ends a round: its output
 is compared, the folder is cleared and the next round starts, until ``--kills`` processes have been
-killed in all. Printed per experiment: kills, rounds, records lost, duplicated (a key written twice,
+killed in all. Printed per experiment: kills (and how many of them came after the attempt had
+written something, i.e. during the work rather than while importing), rounds, records lost, duplicated (a key written twice,
 or one the uninterrupted run does not have) and differing (same key, other content), plus image and
 weight equality.
 
@@ -166,6 +167,11 @@ def weights_equal(reference: dict, candidate: dict) -> tuple[bool, float]:
 # -- the experiment ---------------------------------------------------------------------------------------
 
 
+def _written(folder: Path) -> tuple:
+    """Sizes of every file under ``folder``: changes when a killed attempt had written something."""
+    return tuple(sorted((str(p), p.stat().st_size) for p in folder.rglob("*") if p.is_file())) if folder.exists() else ()
+
+
 def run_to_end(command: list[str], log: Path, kill_after: float | None = None) -> tuple[bool, float]:
     """Run ``command`` in its own process group; SIGKILL the group after ``kill_after`` s. Returns
     (killed while running, wall time)."""
@@ -196,7 +202,7 @@ def experiment(name: str, work: Path, kills: int, rng: random.Random) -> dict:
     _, wall = run_to_end(make(reference_dir), work / "uninterrupted.log")
     reference = records(reference_dir)
     ref_weights = lisa_weights(reference_dir) if name == "lisa" else None
-    totals, killed, rounds, equal, worst = Counter(), 0, 0, True, 0.0
+    totals, killed, mid_run, rounds, equal, worst = Counter(), 0, 0, 0, True, 0.0
     log = work / "killed.log"
     log.unlink(missing_ok=True)
     while killed < kills:
@@ -204,17 +210,19 @@ def experiment(name: str, work: Path, kills: int, rng: random.Random) -> dict:
         out = work / f"killed-{rounds}"
         shutil.rmtree(out, ignore_errors=True)
         while True:
+            before = _written(out)
             was_killed, _ = run_to_end(make(out), log, kill_after=rng.uniform(0.0, wall) if killed < kills else None)
             if not was_killed:
                 break
             killed += 1
+            mid_run += _written(out) != before
         for key, value in compare(reference, records(out)).items():
             totals[key] += value
         if ref_weights is not None:
             same, diff = weights_equal(ref_weights, lisa_weights(out))
             equal, worst = equal and same, max(worst, diff)
         shutil.rmtree(out, ignore_errors=True)
-    row = {"experiment": name, "kills": killed, "rounds": rounds, "uninterrupted_s": round(wall, 1),
+    row = {"experiment": name, "kills": killed, "kills_after_first_write": mid_run, "rounds": rounds, "uninterrupted_s": round(wall, 1),
            "records": totals["records"], "lost": totals["lost"], "duplicated": totals["duplicated"],
            "differing": totals["differing"]}
     if ref_weights is not None:
@@ -236,13 +244,13 @@ def main() -> None:
         parser.error(f"--only takes {', '.join(EXPERIMENTS)} (not {unknown}); --kills must be at least 1")
     rng = random.Random(args.seed)
     rows = []
-    print("| experiment | kills | rounds | records | lost | duplicated | differing | final weights equal |")
+    print("| experiment | kills (after writing) | rounds | records | lost | duplicated | differing | final weights equal |")
     print("|---|---|---|---|---|---|---|---|")
     for name in chosen:
         row = experiment(name, args.work.resolve() / name, args.kills, rng)
         rows.append(row)
         weights = ("yes" if row["weights_equal"] else f"no (max |diff| {row['max_weight_diff']:.3g})") if name == "lisa" else "n/a"
-        print(f"| {name} | {row['kills']} | {row['rounds']} | {row['records']} | {row['lost']} | {row['duplicated']} "
+        print(f"| {name} | {row['kills']} ({row['kills_after_first_write']}) | {row['rounds']} | {row['records']} | {row['lost']} | {row['duplicated']} "
               f"| {row['differing']} | {weights} |", flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
