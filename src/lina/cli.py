@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +22,14 @@ from lina.benchmarks.cli import evaluate
 from lina.lisa.cli import app as lisa_app
 from lina.world.cli import app as world_app
 from lina.sources import TESTBED, TINY
+
+DEBUG_ENV = "LINA_DEBUG"
+
+
+@app.callback()
+def _options(debug: Annotated[bool, typer.Option("--debug", help=f"Show the traceback of an error (or set {DEBUG_ENV}=1).")] = False) -> None:
+    """LINA: steer diffusion models toward the relations and physics a prompt asks for."""
+
 
 app.add_typer(search_app, name="search")
 app.add_typer(aim_app, name="aim")
@@ -49,7 +59,7 @@ def generate(
              f"Default: the shipped AIM with --model {TESTBED} (as `lina demo`), else the fixed strengths below.")] = None,
     strengths: dict | None = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    steps: Annotated[Optional[int], typer.Option(help="Denoising steps (default: the model's, else the family's).")] = None,
+    steps: Annotated[Optional[int], typer.Option(min=1, help="Denoising steps (default: the model's, else the family's).")] = None,
     guidance: Annotated[Optional[float], typer.Option(help="Guidance scale (default: the model's, else the family's).")] = None,
     max_sequence_length: Annotated[Optional[int], typer.Option(
         help="Text tokens the encoders read (default: the model's, else the family's).")] = None,
@@ -128,9 +138,10 @@ def generate(
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder (report.html, summary.json, demo.json, images).")] = Path("lina-demo"),
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the summary JSON here.")] = None,
-    seeds: Annotated[int, typer.Option(help="Seeds per prompt.")] = 2,
-    per_category: Annotated[int, typer.Option(help="World samples per category and split.")] = 48,
-    aim: Annotated[Optional[Path], typer.Option(help="An AIM folder (default: the shipped testbed AIM).")] = None,
+    seeds: Annotated[int, typer.Option(min=1, help="Seeds per prompt.")] = 2,
+    per_category: Annotated[int, typer.Option(min=1, help="World samples per category and split.")] = 48,
+    aim: Annotated[Optional[str], typer.Option(
+        help="An AIM folder, or hf://owner/name (default: the shipped testbed AIM).")] = None,
     threads: Threads = None,
 ) -> None:
     """Baseline vs LINA on the testbed's OOD and in-distribution splits, with an HTML report."""
@@ -138,7 +149,10 @@ def demo(
     from lina.runtime import set_threads
 
     typer.echo(f"torch threads: {set_threads(threads)}", err=True)
-    payload = run_demo(out, aim=aim, seeds=seeds, per_category=per_category, json_path=json_path)
+    from lina.loading import cli_source
+
+    payload = run_demo(out, aim=cli_source(aim) if aim else None, seeds=seeds, per_category=per_category,
+                       json_path=json_path)
     lina_setting = payload["settings"]["lina"]
     if isinstance(lina_setting, str):
         typer.echo(f"LINA: {lina_setting} (strengths predicted per prompt; the report lists them per category)")
@@ -189,13 +203,33 @@ def parse(prompt: Annotated[str, typer.Argument(help="Prompt to parse; (word:1.3
         typer.echo("no relation found (the parser reads English): LINA generates this prompt with the plain pipeline")
 
 
-def main() -> None:
+def _one_line(error: BaseException) -> str:
+    if isinstance(error, KeyError):
+        return f"missing entry {error.args[0]!r} in the input data" if error.args else "missing entry in the input data"
+    message = " ".join(str(error).split())
+    return message or type(error).__name__
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """The ``lina`` console script: expected errors (bad input, unreadable files) become one line
+    ``error: ...`` and exit code 2; ``--debug`` or ``LINA_DEBUG=1`` shows the traceback instead."""
+    from safetensors import SafetensorError
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
+    show_warning = warnings.showwarning
+    if not debug:  # a warning is one line too
+        warnings.showwarning = lambda message, *_, **__: typer.echo(f"warning: {message}", err=True)
     try:
-        app()
-    except (ValueError, TypeError, FileNotFoundError) as error:  # bad input: say what to change, no traceback
-        typer.echo(f"error: {error}", err=True)
+        app(args=args, prog_name="lina")
+    except (ValueError, TypeError, OSError, KeyError, SafetensorError) as error:  # bad input: no traceback
+        if debug:
+            raise
+        typer.echo(f"error: {_one_line(error)}", err=True)
         raise SystemExit(2) from None
+    finally:
+        warnings.showwarning = show_warning
 
 
 if __name__ == "__main__":

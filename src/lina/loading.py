@@ -5,6 +5,17 @@ A model folder may hold ``lina_sampling.json`` beside ``model_index.json``: the 
 arguments it was made to be sampled with (the testbed model, trained on 12-token prompts, samples
 with ``max_sequence_length=12``, 24 steps and guidance 5). :func:`sampling_defaults` reads them, and
 every ``lina`` command and benchmark passes them under the user's own arguments.
+
+Where a name points (:func:`resolve_source`, for pipelines and AIMs alike):
+
+- an existing file or folder is local;
+- so is every name that looks like a path: it starts with ``.``, ``/`` or ``~``, holds a backslash
+  or more than one ``/``, or its first component is an existing folder (``runs/aim`` once ``runs/``
+  exists); a missing local path is a ``FileNotFoundError`` naming it, never a Hub lookup;
+- ``hf://owner/name`` is always a Hub repository;
+- any other ``owner/name`` of the Hub's repository-id characters is a Hub id.
+
+Write ``./runs/aim`` to make a relative folder unmistakably local.
 """
 
 from __future__ import annotations
@@ -12,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -23,8 +35,9 @@ if TYPE_CHECKING:
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 TESTBED_MODEL = ASSETS / "testbed"
-TESTBED_UNET_MODEL = ASSETS / "testbed_unet"  # `lina world train --family sd` writes it
 """The shipped testbed pipeline (``lina world train`` rebuilds it)."""
+TESTBED_UNET_MODEL = ASSETS / "testbed_unet"
+"""Where ``lina world train --family sd`` writes the UNet testbed."""
 TESTBED_AIM = ASSETS / "testbed_aim"
 """The AIM shipped for the testbed model."""
 
@@ -43,6 +56,8 @@ SAMPLING_KEYS = {
 
 _DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
                 "float16": "float16", "fp16": "float16"}
+HUB_PREFIX = "hf://"
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def parse_dtype(name: str | torch.dtype) -> torch.dtype:
@@ -70,35 +85,80 @@ class ModelNotFoundError(FileNotFoundError):
     """A hub model that is neither in the local cache nor downloadable now; the message says how to get it."""
 
 
+def resolve_source(name: str | Path, *, what: str, marker: str) -> Path | str:
+    """A local folder holding ``marker`` (as a Path) or a Hub repository id (as a str); see the module
+    docstring for the rule. ``what`` names the thing in errors ("AIM folder", "diffusers pipeline")."""
+    text = str(name)
+    if isinstance(name, str) and text.startswith(HUB_PREFIX):
+        repo_id = text[len(HUB_PREFIX):]
+        if not _HUB_ID.fullmatch(repo_id) or ".." in repo_id:
+            raise ValueError(f"{text!r} is not a Hub repository id; write {HUB_PREFIX}owner/name")
+        return repo_id
+    path = Path(text).expanduser()
+    first = Path(text).parts[0] if Path(text).parts else ""
+    looks_local = (
+        isinstance(name, Path)
+        or path.exists()
+        or text.startswith((".", "/", "~"))
+        or "\\" in text
+        or text.count("/") != 1
+        or ".." in text
+        or Path(first).is_dir()
+        or not _HUB_ID.fullmatch(text)
+    )
+    if not looks_local:
+        return text
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no {what} at {text}: that path does not exist (local paths never go to the Hub; "
+            f"for a Hub repository write {HUB_PREFIX}owner/name)"
+        )
+    if not path.is_dir() or not (path / marker).is_file():
+        raise FileNotFoundError(f"{text} is not a {what}: {path / marker} is missing")
+    return path
+
+
+def cli_source(text: str) -> Path | str:
+    """What a CLI argument names: ``hf://owner/name`` stays a Hub id, anything else is a local path."""
+    return text if text.startswith(HUB_PREFIX) else Path(text)
+
+
 def load_pipeline(model: str | Path, dtype: str | torch.dtype = "float32", device: str | None = None):
     """A diffusers pipeline from a local folder (``save_pretrained`` layout) or a hub id.
 
     The pipeline class comes from the checkpoint's ``model_index.json``; LINA then checks the family.
-    A hub model that is not cached and cannot be downloaded raises :class:`ModelNotFoundError`.
+    A hub model that is not cached and cannot be downloaded raises :class:`ModelNotFoundError`; a weight
+    file that cannot be read (truncated, empty, not safetensors) is an ``OSError`` naming it.
     """
-    path = Path(model)
-    looks_local = path.exists() or str(model).startswith((".", "/", "~")) or str(model).count("/") > 1
-    if looks_local and not (path.expanduser() / "model_index.json").is_file():
+    try:
+        source = resolve_source(model, what="diffusers pipeline", marker="model_index.json")
+    except FileNotFoundError as error:
         raise FileNotFoundError(
-            f"no diffusers pipeline at {model}: expected a folder with model_index.json "
-            "(a `save_pretrained` folder or a hub snapshot), or a hub id such as "
-            "stabilityai/stable-diffusion-3.5-large"
-        )
+            f"{error}; give a folder with model_index.json (a `save_pretrained` folder or a hub snapshot), "
+            "or a hub id such as stabilityai/stable-diffusion-3.5-large"
+        ) from None
     torch_dtype = parse_dtype(dtype)
     from diffusers import DiffusionPipeline
+    from safetensors import SafetensorError
 
     with warnings.catch_warnings():
         # Newer diffusers rename `torch_dtype` to `dtype`; the versions lina supports all take `torch_dtype`.
         warnings.filterwarnings("ignore", message="`torch_dtype` is deprecated", category=FutureWarning)
-        if looks_local:
-            pipe = DiffusionPipeline.from_pretrained(str(path.expanduser()), torch_dtype=torch_dtype)
+        if isinstance(source, Path):
+            try:
+                pipe = DiffusionPipeline.from_pretrained(str(source), torch_dtype=torch_dtype)
+            except (OSError, SafetensorError) as error:
+                message = " ".join(str(error).split())
+                raise OSError(f"cannot load the pipeline folder {source}: {message} A weight file is probably "
+                              "truncated or corrupt: download it again (or `save_pretrained` the pipeline "
+                              "again).") from error
         else:
             with _held_back_logs("diffusers") as held:
                 try:
-                    pipe = DiffusionPipeline.from_pretrained(str(model), torch_dtype=torch_dtype)
+                    pipe = DiffusionPipeline.from_pretrained(source, torch_dtype=torch_dtype)
                 except OSError as error:
                     held.clear()  # "couldn't connect, trying the cache": the error below says it all
-                    raise ModelNotFoundError(_missing_model_message(str(model), error)) from None
+                    raise ModelNotFoundError(_missing_model_message(source, error)) from None
     return pipe.to(device or default_device())
 
 

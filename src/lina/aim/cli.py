@@ -8,6 +8,7 @@ N-th prompt and writes its own shard file, and readers merge shards without dupl
 from __future__ import annotations
 
 import json
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Optional
@@ -26,8 +27,9 @@ WorldSplit = Annotated[Optional[list[str]], typer.Option(
 FirstSeed = Annotated[int, typer.Option(
     help="Seeds are FIRST..FIRST+N-1. The default keeps search seeds apart from `lina eval` seeds (0..N-1).")]
 SEARCH_FIRST_SEED = 1000
-CandidateSeeds = Annotated[int, typer.Option(help="Seeds per candidate.")]
-Rounds = Annotated[int, typer.Option(help="Coordinate-descent rounds at most.")]
+CandidateSeeds = Annotated[int, typer.Option(min=1, help="Seeds per candidate.")]
+Steps = Annotated[Optional[int], typer.Option(min=1, help="Denoising steps (default: the model's).")]
+Rounds = Annotated[int, typer.Option(min=1, help="Coordinate-descent rounds at most.")]
 Grid = Annotated[Optional[str], typer.Option(help='JSON grid, e.g. \'{"contrast": [0, 2, 4]}\'.')]
 Out = Annotated[Path, typer.Option(help="Output folder (resumable: re-run the same command to continue).")]
 Threads = Annotated[Optional[int], typer.Option(
@@ -69,11 +71,11 @@ def mine(
     judge_model: JudgeModel = None,
     prompts: Prompts = None,
     world_split: WorldSplit = None,
-    seeds: Annotated[int, typer.Option(help="Seeds per prompt.")] = 4,
+    seeds: Annotated[int, typer.Option(min=1, help="Seeds per prompt.")] = 4,
     first_seed: FirstSeed = SEARCH_FIRST_SEED,
     threshold: Annotated[float, typer.Option(help="A prompt is hard when its baseline pass rate is below this.")] = 0.5,
-    limit: Annotated[Optional[int], typer.Option(help="Only the first N prompts.")] = None,
-    steps: Optional[int] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N prompts.")] = None,
+    steps: Steps = None,
     guidance: Optional[float] = None,
     dtype: str = "float32",
     device: Optional[str] = None,
@@ -97,12 +99,16 @@ def mine(
 
 def read_hard_cases(folder: Path):
     from lina.prompts.csg import CSG
-    from lina.records import iter_jsonl
+    from lina.records import iter_jsonl_lines
 
     items = {}
     for path in sorted(folder.glob("hard_cases-*.jsonl")):
-        for record in iter_jsonl(path):
-            items.setdefault(record["prompt"], CSG.from_dict(record["csg"]))
+        for line, record in iter_jsonl_lines(path):
+            try:
+                items.setdefault(str(record["prompt"]), CSG.from_dict(record["csg"]))
+            except (KeyError, TypeError, ValueError) as error:
+                warnings.warn(f"{path}:{line}: skipping a hard case without a valid prompt and CSG ({error!r}); "
+                              f"`lina search mine --out {folder}` writes them again", RuntimeWarning, stacklevel=2)
     if not items:
         raise FileNotFoundError(f"no hard_cases-*.jsonl in {folder}; run `lina search mine --out {folder}` first")
     return list(items.items())
@@ -119,7 +125,7 @@ def tune(
     rounds: Rounds = 3,
     budget: Annotated[Optional[int], typer.Option(help="Distinct settings judged per prompt at most.")] = None,
     grid: Grid = None,
-    steps: Optional[int] = None,
+    steps: Steps = None,
     guidance: Optional[float] = None,
     dtype: str = "float32",
     device: Optional[str] = None,
@@ -129,6 +135,7 @@ def tune(
     """Coordinate-descent search of the strengths for every hard case in OUT (from `search mine`)."""
     from lina.aim.search import DEFAULT_GRID, tune_hard_cases
 
+    search_grid = parse_grid(grid) if grid else DEFAULT_GRID
     shard, num_shards = _shard()
     items = read_hard_cases(out)[shard::num_shards]
     seed_range = range(first_seed, first_seed + seeds)
@@ -148,14 +155,14 @@ def sweep(
     judge_model: JudgeModel = None,
     seeds: CandidateSeeds = 12,
     first_seed: FirstSeed = SEARCH_FIRST_SEED,
-    top: Annotated[int, typer.Option(help="Sweep the K settings the search judged on the most hard cases.")] = 12,
-    top_seeds: Annotated[Optional[int], typer.Option(
+    top: Annotated[int, typer.Option(min=1, help="Sweep the K settings the search judged on the most hard cases.")] = 12,
+    top_seeds: Annotated[Optional[int], typer.Option(min=1,
         help="--top counts a hard case when a setting was judged on all of these many seeds (from --first-seed); "
              "default: the seeds of the `search tune` run.")] = None,
     codebook: Annotated[Optional[Path], typer.Option(
         help="Sweep these settings instead of --top: a JSON list of settings, or a JSON object with a 'settings' "
              "or 'codebook' list (e.g. an AIM's config.json).")] = None,
-    steps: Optional[int] = None,
+    steps: Steps = None,
     guidance: Optional[float] = None,
     dtype: str = "float32",
     device: Optional[str] = None,
@@ -192,6 +199,28 @@ def sweep(
                f"{seed_range.start}..{seed_range.stop - 1} ({fresh} pairs judged now, the rest from the store)")
 
 
+def parse_grid(text: str) -> dict[str, list]:
+    """The ``--grid`` JSON: an object mapping strength names to non-empty lists of values."""
+    from dataclasses import fields
+
+    from lina.interventions.strengths import Interventions
+
+    names = [f.name for f in fields(Interventions)]
+    example = '{"contrast": [0, 2, 4], "token_scale": [1, 1.5]}'
+    try:
+        grid = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise typer.BadParameter(f"not valid JSON ({error}); write e.g. {example}", param_hint="--grid") from None
+    if not isinstance(grid, dict) or not grid:
+        raise typer.BadParameter(f"expected a JSON object of strength names to lists, e.g. {example}", param_hint="--grid")
+    for name, values in grid.items():
+        if name not in names:
+            raise typer.BadParameter(f"unknown strength {name!r}; choose among {names}", param_hint="--grid")
+        if not isinstance(values, list) or not values:
+            raise typer.BadParameter(f"{name!r} needs a non-empty list of values, e.g. {example}", param_hint="--grid")
+    return grid
+
+
 def _tune_seeds(records) -> tuple[int, ...]:
     """The seeds most `lina search tune` results were judged on (empty if none record seeds)."""
     found = Counter(tuple(r.get("seeds", ())) for r in records)
@@ -225,7 +254,7 @@ def kinds(
     grid: Grid = None,
     holdout_split: Annotated[Optional[list[str]], typer.Option(
         help="Leave out the hard cases of these testbed world splits (use the same in `lina aim train`).")] = None,
-    steps: Optional[int] = None,
+    steps: Steps = None,
     guidance: Optional[float] = None,
     dtype: str = "float32",
     device: Optional[str] = None,
@@ -238,12 +267,13 @@ def kinds(
     from lina.records import ShardedJsonl
     from lina.sources import held_out_prompts
 
+    search_grid = parse_grid(grid) if grid else DEFAULT_GRID
     if _shard()[1] > 1:
         raise typer.BadParameter("`lina search kinds` pools prompts across the whole set; run it in one process")
     excluded = held_out_prompts(holdout_split)
     items = [(p, c) for p, c in read_hard_cases(out) if p not in excluded]
     seed_range = range(first_seed, first_seed + seeds)
-    store = ShardedJsonl(out, key=_kind_key, prefix="kinds")
+    store = ShardedJsonl(out, key=_kind_key, prefix="kinds", validate=_validate_kind)
     done = store.index()
     todo = [(p, c) for p, c in items
             if (scene_kind(c), tuple(sorted(holdout_split or [])), tuple(seed_range)) not in done]
@@ -261,12 +291,20 @@ def _kind_key(record) -> tuple:
     return record["kind"], tuple(record.get("holdout", [])), tuple(record["seeds"])
 
 
+def _validate_kind(record) -> None:
+    from lina.aim.search import validate_search_result
+
+    validate_search_result(record)
+    if not isinstance(record["prompts"], list):
+        raise TypeError("'prompts' must be a list")
+
+
 def read_kinds(folder: Path, holdout: list[str]) -> dict[str, dict]:
     """The `lina search kinds` record of each kind made with this hold-out (the most seeds wins)."""
     from lina.records import read_shards
 
     found: dict[str, dict] = {}
-    for r in read_shards(folder, key=_kind_key, prefix="kinds"):
+    for r in read_shards(folder, key=_kind_key, prefix="kinds", validate=_validate_kind):
         if r.get("holdout", []) == sorted(holdout) and len(r["seeds"]) >= len(found.get(r["kind"], {}).get("seeds", [])):
             found[r["kind"]] = r
     if not found:
@@ -301,7 +339,7 @@ def train(
         help="Comma-separated negatives the AIM chooses between (neutral, counterfactual, empty).")] = "neutral,counterfactual",
     holdout_split: Annotated[Optional[list[str]], typer.Option(
         help="Leave out the prompts of these testbed world splits (e.g. ood:0/2, to evaluate on them).")] = None,
-    search_seeds: Annotated[Optional[int], typer.Option(
+    search_seeds: Annotated[Optional[int], typer.Option(min=1,
         help="Learn from what was judged on these many seeds (from --first-seed): the search results, or with "
              "--labels gains, every setting judged on all of them (e.g. by `lina search sweep`); default: the "
              "seeds of the search run with the most.")] = None,
@@ -367,7 +405,8 @@ def train(
 
 @aim_app.command()
 def predict(
-    aim_path: Annotated[Path, typer.Argument(help="A trained AIM folder, or 'testbed' for the shipped testbed AIM.")],
+    aim_path: Annotated[str, typer.Argument(help="A trained AIM folder, 'testbed' for the shipped testbed AIM, "
+                                                  "or hf://owner/name for one on the Hub.")],
     prompt: Annotated[list[str], typer.Argument(help="One or more prompts.")],
     model: Model = "testbed",
     dtype: str = "float32",

@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from lina.aim.features import FEATURE_NAMES, ROLES, csg_features, relation_roles
@@ -35,6 +38,52 @@ from lina.prompts.csg import CSG
 
 # Range each predicted strength lives in; predictions are affine images of a sigmoid on these.
 DEFAULT_BOUNDS: dict[str, tuple[float, float]] = dict(AIM_BOUNDS)
+
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+_REQUIRED_CONFIG = ("family", "embed_dim")
+_RESAVE = "train the AIM again (`lina aim train`) or copy the folder that `AIM.save_pretrained` wrote"
+
+
+def _download(repo_id: str, options: dict) -> Path:
+    """The local snapshot of an AIM on the Hub (only its config and weights)."""
+    from huggingface_hub import snapshot_download
+
+    hub = {k: options[k] for k in ("force_download", "token", "cache_dir", "local_files_only", "revision") if k in options}
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=[CONFIG_FILE, WEIGHTS_FILE], **hub))
+    except Exception as error:  # any Hub failure (unknown repo, no network, gated) ends the same way
+        first = " ".join(str(error).split())[:200]
+        raise FileNotFoundError(f"the Hub repository {repo_id} could not be fetched ({type(error).__name__}: {first}); "
+                                f"for a local AIM folder give its path (./{repo_id})") from None
+
+
+def _read_config(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; an AIM folder holds {CONFIG_FILE} and {WEIGHTS_FILE}: {_RESAVE}")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); {_RESAVE}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} holds a JSON {type(config).__name__}, not an object of AIM settings; {_RESAVE}")
+    missing = [k for k in _REQUIRED_CONFIG if k not in config]
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(repr(k) for k in missing)} (every AIM config records its model "
+                         f"family and embedding width); {_RESAVE}")
+    return config
+
+
+def _check_weights(path: Path) -> None:
+    """Refuse a missing, empty, truncated or non-safetensors weight file before anything loads it."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; an AIM folder holds {CONFIG_FILE} and {WEIGHTS_FILE}: {_RESAVE}")
+    try:
+        with safe_open(str(path), framework="pt") as weights:
+            for name in weights.keys():
+                weights.get_slice(name)
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"{path} is not a readable safetensors file ({error}): it is empty, truncated or of "
+                         f"another format (lina loads safetensors only, never pickles); {_RESAVE}") from None
 
 
 MODEL_CARD = """
@@ -242,6 +291,34 @@ class AIM(nn.Module, PyTorchModelHubMixin, library_name="lina", tags=["lina", "a
             values = {t: low + u * (high - low) for t, u, (low, high) in zip(self.targets, row, self.bounds.values())}
             out.append(NEUTRAL.replace(contrast_prompt=self.contrast_prompts[choice], **values))
         return out
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> AIM:
+        """Load a saved AIM: a local folder (``config.json`` + ``model.safetensors``) or a Hub repository.
+
+        A local-looking name never goes to the Hub (see :func:`lina.loading.resolve_source`); a missing,
+        invalid or truncated file is an error naming it and saying what to do.
+        """
+        from lina.loading import resolve_source
+
+        source = resolve_source(pretrained_model_name_or_path, what="AIM folder", marker=CONFIG_FILE)
+        folder = source if isinstance(source, Path) else _download(source, kwargs)
+        config = _read_config(folder / CONFIG_FILE)
+        weights = folder / WEIGHTS_FILE
+        _check_weights(weights)
+        hub_options = ("force_download", "token", "cache_dir", "local_files_only", "revision")
+        local_kwargs = {k: v for k, v in kwargs.items() if k not in hub_options}
+        try:
+            return super().from_pretrained(str(folder), **local_kwargs)
+        except SafetensorError as error:
+            raise ValueError(f"{weights} cannot be read ({error}); {_RESAVE}") from error
+        except RuntimeError as error:  # load_state_dict: keys or shapes differ from the config's network
+            detail = " ".join(str(error).split())
+            detail = detail if len(detail) <= 300 else detail[:300] + "..."
+            raise ValueError(f"{weights} does not match {folder / CONFIG_FILE} ({detail}); {_RESAVE}") from error
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{folder / CONFIG_FILE} does not describe an AIM ({error}); keys: "
+                             f"{sorted(config)}; {_RESAVE}") from error
 
     @classmethod
     def _from_pretrained(cls, *, strict: bool = True, **kwargs) -> AIM:

@@ -72,7 +72,8 @@ class JudgedScorer:
         self.seeds = tuple(int(s) for s in seeds)
         self.generate_kwargs = generate_kwargs
         self.image_dir = Path(image_dir) if image_dir else None
-        self.store = ShardedJsonl(store_dir, key=_candidate_key, prefix="candidates", shard_index=shard_index)
+        self.store = ShardedJsonl(store_dir, key=_candidate_key, prefix="candidates", shard_index=shard_index,
+                                  validate=validate_candidate)
         # Every seed judged by any earlier run is reused, so scoring more seeds only generates the new ones.
         self._judged = judged_by_seed(self.store.read())
 
@@ -143,7 +144,34 @@ def judged_by_seed(records: Iterable[Mapping[str, Any]]) -> Judged:
 
 def read_candidates(out_dir: str | Path) -> Judged:
     """Every judged seed of a search folder, merged across shards (read-only)."""
-    return judged_by_seed(read_shards(out_dir, key=_candidate_key, prefix="candidates"))
+    return judged_by_seed(read_shards(out_dir, key=_candidate_key, prefix="candidates", validate=validate_candidate))
+
+
+def _number(value: Any, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name!r} is {value!r}, not a number")
+
+
+def validate_candidate(record: Mapping[str, Any]) -> None:
+    """A candidate-store record holds one verdict and one score per seed."""
+    seeds, passed, scores = record["seeds"], record["passed"], record["scores"]
+    if not (isinstance(seeds, list) and isinstance(passed, list) and isinstance(scores, list)):
+        raise TypeError("'seeds', 'passed' and 'scores' must be lists")
+    if not seeds or not len(seeds) == len(passed) == len(scores):
+        raise ValueError(f"{len(seeds)} seeds, {len(passed)} verdicts and {len(scores)} scores")
+    if not all(isinstance(p, bool) for p in passed):
+        raise TypeError("'passed' must hold true/false verdicts")
+    for score in scores:
+        _number(score, "scores")
+
+
+def validate_search_result(record: Mapping[str, Any]) -> None:
+    """A search result names its best setting and the scores it was chosen on."""
+    if not isinstance(record["prompt"], str):
+        raise TypeError("'prompt' must be a string")
+    Interventions.from_dict(record["best"])
+    _number(record["best_score"], "best_score")
+    _number(record["baseline_score"], "baseline_score")
 
 
 def _candidate_key(record: Mapping[str, Any]):
@@ -244,7 +272,8 @@ def tune_hard_cases(
     ``search-*.jsonl``) are skipped, and candidates judged before are reused seed by seed."""
     from lina.progress import progress as progress_bar
 
-    results_store = ShardedJsonl(out_dir, key=_search_key, prefix="search", shard_index=shard_index)
+    results_store = ShardedJsonl(out_dir, key=_search_key, prefix="search", shard_index=shard_index,
+                                 validate=validate_search_result)
     done = results_store.index()
     seeds = tuple(scorer.seeds)
     results = []
@@ -363,7 +392,7 @@ def read_search_results(out_dir: str | Path, seeds: Sequence[int] | None = None)
     """
     best: dict[str, dict[str, Any]] = {}
     wanted = tuple(int(s) for s in seeds) if seeds is not None else None
-    for record in read_shards(out_dir, key=_search_key, prefix="search"):
+    for record in read_shards(out_dir, key=_search_key, prefix="search", validate=validate_search_result):
         if wanted is not None and tuple(record.get("seeds", ())) != wanted:
             continue
         kept = best.get(record["prompt"])

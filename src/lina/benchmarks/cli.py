@@ -72,13 +72,14 @@ def evaluate(
     judge_model: Optional[str] = typer.Option(None, help="Qwen2.5-VL id or local path."),
     data: Optional[Path] = typer.Option(None, help="Local dataset folder (winoground, pap)."),
     subset: str = typer.Option("all", help="pap: all, ood or in_distribution; testbed: all, ood, train or a fold such as ood:0/2."),
-    aim: Optional[Path] = typer.Option(
-        None, help="A trained AIM folder, or 'testbed' for the shipped testbed AIM: LINA strengths predicted per prompt."),
+    aim: Optional[str] = typer.Option(
+        None, help="A trained AIM folder, 'testbed' for the shipped testbed AIM, or hf://owner/name: LINA strengths "
+                   "predicted per prompt."),
     strengths: Optional[dict] = None,
-    seeds: int = typer.Option(1, help="Seeds per prompt (0..N-1)."),
-    limit: Optional[int] = typer.Option(None, help="Only the first N items."),
-    per_category: int = typer.Option(48, help="testbed: samples per category and split."),
-    steps: Optional[int] = typer.Option(None),
+    seeds: int = typer.Option(1, min=1, help="Seeds per prompt (0..N-1)."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Only the first N items."),
+    per_category: int = typer.Option(48, min=1, help="testbed: samples per category and split."),
+    steps: Optional[int] = typer.Option(None, min=1, help="Denoising steps (default: the model's)."),
     guidance: Optional[float] = typer.Option(None),
     height: Optional[int] = typer.Option(None),
     width: Optional[int] = typer.Option(None),
@@ -103,6 +104,12 @@ def evaluate(
     if not fixed and aim is None:
         raise ValueError("LINA needs strengths: pass --aim PATH or fixed ones (e.g. --contrast 3 --token-scale 1.8)")
     items, data_report = load_items(benchmark, data, limit, subset, per_category)
+    if not items:
+        where = f" in {data}" if data is not None else ""
+        raise ValueError(f"no {benchmark} items to evaluate{where} (--subset {subset}); check --data and --subset")
+    if judge == "testbed" and benchmark != "testbed":
+        typer.echo(f"warning: the testbed judge checks the testbed world's colours and shapes; on {benchmark} images "
+                   "its verdicts mean little (use --judge qwen2.5-vl)", err=True)
     pipe = load_model(model, dtype=dtype, device=device or state.device.type)
     pipe.set_progress_bar_config(disable=True)
     aim_model = load_aim(aim) if aim is not None else None

@@ -9,8 +9,9 @@ and pass that folder (or any folder or file of its parquet shards) to :func:`loa
 Columns: id, seed, model, prompt, category, subcategory, metadata (a JSON string), image and the
 masks mask_object, mask_mirror, mask_on_mirror_reflection (Hugging Face Image structs
 ``{bytes, path}`` holding PNG bytes). Rows without a prompt or image, or whose metadata is not a JSON
-object, are counted by reason in :attr:`PapData.skipped` and left out; nothing about a bad row is
-fatal.
+object, are counted by reason in :attr:`PapData.skipped` and left out, with one warning naming the
+first such row of each reason; nothing about a bad row is fatal, but data without a single valid row
+is a ``ValueError``.
 
 The metadata schema is not documented publicly. The keys read here, all optional:
 
@@ -37,6 +38,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -230,6 +232,7 @@ class PapData:
     rows: list[PapRow]
     skipped: Counter[str] = field(default_factory=Counter)
     files: list[str] = field(default_factory=list)
+    first_skipped: dict[str, str] = field(default_factory=dict)  # reason -> "file row N" of its first row
 
     def report(self) -> dict[str, Any]:
         """Counts for the report: rows, skipped rows by reason, OOD rows, rows whose metadata gives
@@ -359,13 +362,29 @@ def load_pap(
         raise ValueError(f"{path} does not look like PAP: no 'prompt' column in {dataset.schema.names}")
     data = PapData(rows=[], files=[str(f) for f in files])
     columns = [c for c in COLUMNS if c in dataset.schema.names]
-    for batch in dataset.to_batches(columns=columns, batch_size=batch_size):
-        for raw in batch.to_pylist():
-            row = _row(raw, ood_rule, check_masks)
-            if isinstance(row, str):
-                data.skipped[row] += 1
-                continue
-            data.rows.append(row)
-            if limit is not None and len(data.rows) >= limit:
-                return data
+    for file in files:
+        offset = 0
+        for batch in pads.dataset(str(file), format="parquet").to_batches(columns=columns, batch_size=batch_size):
+            for index, raw in enumerate(batch.to_pylist(), start=offset):
+                row = _row(raw, ood_rule, check_masks)
+                if isinstance(row, str):
+                    data.skipped[row] += 1
+                    data.first_skipped.setdefault(row, f"{file} row {index}")
+                    continue
+                data.rows.append(row)
+                if limit is not None and len(data.rows) >= limit:
+                    _warn_skipped(data, path)
+                    return data
+            offset += batch.num_rows
+    if not data.rows:
+        reasons = ", ".join(f"{n} {reason} (first: {data.first_skipped[reason]})" for reason, n in data.skipped.items())
+        raise ValueError(f"no valid PAP rows in {path}: {reasons or 'the shards hold no rows'}. "
+                         f"A row needs a prompt, an image and JSON-object metadata. {HOW_TO_GET}")
+    _warn_skipped(data, path)
     return data
+
+
+def _warn_skipped(data: PapData, path: Any) -> None:
+    if data.skipped:
+        reasons = ", ".join(f"{n} {reason} (first: {data.first_skipped[reason]})" for reason, n in data.skipped.items())
+        warnings.warn(f"PAP: skipped {sum(data.skipped.values())} row(s) of {path}: {reasons}", RuntimeWarning, stacklevel=3)

@@ -23,6 +23,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from lina.benchmarks.tables import ALL, describe_setting, settings_by_category, split_results, table_rows
+from lina.filenames import safe_stem
 
 _STYLE = """
 body { font-family: sans-serif; margin: 2em; color: #222; }
@@ -92,7 +93,7 @@ def _charts(out_dir: Path, benchmark: str, methods: Sequence[str], metrics: Mapp
     figures = []
     for metric, result in metrics.items():
         for group_field, by_value in result["by"].items():
-            relative = Path("report_files", f"{benchmark}_{metric}_{group_field}.png")
+            relative = Path("report_files", safe_stem(f"{benchmark}_{metric}_{group_field}") + ".png")
             _bar_chart(out_dir / relative, f"{benchmark}: {metric} by {group_field}", methods, by_value, level)
             alt = escape(f"{benchmark}: {metric} by {group_field}")
             figures.append(f'<figure><img src="{escape(relative.as_posix())}" alt="{alt}"></figure>')

@@ -19,7 +19,6 @@ judged and the video passes only if all three do (its scores are the lowest of t
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from PIL import Image
 from lina.benchmarks.items import EvalItem
 from lina.benchmarks.metrics import summarize, write_summary
 from lina.benchmarks.report import write_report
+from lina.filenames import safe_stem
 from lina.judges.base import Judge, Judgement
 from lina.progress import progress
 from lina.records import ShardedJsonl, read_shards
@@ -60,13 +60,38 @@ def record_key(record: Mapping[str, Any]) -> RecordKey:
     )
 
 
+def validate_record(record: Mapping[str, Any]) -> None:
+    """An evaluation record holds its verdict, score and image paths (and its contrast's, if any)."""
+    if not isinstance(record["passed"], bool):
+        raise TypeError(f"'passed' is {record['passed']!r}, not true/false")
+    score = record["score"]
+    if isinstance(score, bool) or not isinstance(score, (int, float)):
+        raise TypeError(f"'score' is {score!r}, not a number")
+    if not isinstance(record["prompt"], str):
+        raise TypeError("'prompt' must be a string")
+    images = record.get("images", [])
+    if not isinstance(images, list) or not all(isinstance(p, str) for p in images):
+        raise TypeError("'images' must be a list of paths")
+    contrast = record.get("contrast")
+    if contrast is not None and not (isinstance(contrast, Mapping) and isinstance(contrast["passed"], bool)
+                                     and isinstance(contrast["score"], (int, float))):
+        raise TypeError("'contrast' must hold a verdict and a score")
+    match = record.get("match")
+    if match is not None and not (isinstance(match, Mapping) and all(isinstance(match[k], (int, float))
+                                                                     for k in ("own", "contrast"))):
+        raise TypeError("'match' must hold the scores 'own' and 'contrast'")
+    if not isinstance(record.get("groups", {}), Mapping):
+        raise TypeError("'groups' must be an object")
+
+
 def read_records(out_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Every record of an evaluation directory, merged across shard files, first of each key kept.
+    """Every valid record of an evaluation directory, merged across shard files, the first written of
+    each key (see :mod:`lina.records`: invalid records and conflicting duplicates are skipped with a warning).
 
     Unlike opening a shard for writing, reading never modifies the files, so it is safe while
     shards are still running.
     """
-    return read_shards(out_dir, record_key, _PREFIX)
+    return read_shards(out_dir, record_key, _PREFIX, validate_record)
 
 
 def key_frames(frames: Sequence[Image.Image]) -> list[Image.Image]:
@@ -105,7 +130,7 @@ def _evaluate(
         output, setting = output.image, output.interventions
     is_video = not isinstance(output, Image.Image)
     frames = key_frames(list(output)) if is_video else [output]
-    stem = re.sub(r"[^\w.-]", "_", f"{item.item_id}_c{item.caption}_s{seed}")
+    stem = f"{safe_stem(item.item_id)}_c{item.caption}_s{seed}"
     names = [f"{stem}_f{i}.png" for i in range(len(frames))] if is_video else [f"{stem}.png"]
     paths = [Path("images", item.benchmark, method, name) for name in names]
     for frame, path in zip(frames, paths, strict=True):
@@ -156,7 +181,7 @@ def run_eval(
     if not 0 <= shard_index < num_shards:
         raise ValueError(f"shard_index must be in [0, {num_shards}), got {shard_index}")
     out = Path(out_dir)
-    store = ShardedJsonl(out, key=record_key, prefix=_PREFIX, shard_index=shard_index)
+    store = ShardedJsonl(out, key=record_key, prefix=_PREFIX, shard_index=shard_index, validate=validate_record)
     done = set(store.index())
     units = [(item, seed) for item in items for seed in seeds][shard_index::num_shards]
     written: list[dict[str, Any]] = []

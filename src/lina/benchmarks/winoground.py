@@ -65,10 +65,11 @@ class WinogroundItem:
 class WinogroundData(Sequence[WinogroundItem]):
     """The items of a local Winoground copy, images decoded on access."""
 
-    def __init__(self, dataset: datasets.Dataset) -> None:
+    def __init__(self, dataset: datasets.Dataset, source: str | os.PathLike[str] = "the dataset") -> None:
+        self.source = str(source)
         missing = [c for c in _TEXT_COLUMNS if c not in dataset.column_names]
         if missing:
-            raise ValueError(f"not a Winoground dataset: missing columns {missing}")
+            raise ValueError(f"{self.source} is not a Winoground dataset: missing columns {missing}. {HOW_TO_GET}")
         for column in IMAGE_COLUMNS:
             if column in dataset.column_names and not isinstance(dataset.features[column], datasets.Image):
                 dataset = dataset.cast_column(column, datasets.Image())
@@ -110,8 +111,13 @@ class WinogroundData(Sequence[WinogroundItem]):
         text = self.dataset.remove_columns([c for c in IMAGE_COLUMNS if c in self.dataset.column_names])
         rows = text if limit is None else text.select(range(min(limit, len(text))))
         out: list[EvalItem] = []
-        for row in rows:
-            captions = (row["caption_0"], row["caption_1"])
+        for index, row in enumerate(rows):
+            for column in _TEXT_COLUMNS:
+                if not isinstance(row[column], (str, int)) or (isinstance(row[column], str) and not row[column].strip()):
+                    raise ValueError(f"{self.source}: row {index} (id {row['id']!r}): column {column!r} is "
+                                     f"{'null' if row[column] is None else repr(row[column])}, not a text; "
+                                     f"fix or drop that row. {HOW_TO_GET}")
+            captions = (str(row["caption_0"]), str(row["caption_1"]))
             csgs = tuple(csg_of(c) for c in captions)
             tags = self._tags(row)
             for i in (0, 1):
@@ -119,9 +125,33 @@ class WinogroundData(Sequence[WinogroundItem]):
         return out
 
 
+def _read_examples(examples: Path) -> list[dict[str, Any]]:
+    """The rows of ``examples.jsonl``; a line that is not a JSON object, or lacks a column, is an error
+    naming the file, the line and the column."""
+    rows = []
+    with examples.open("rb") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{examples}:{number}"
+            try:
+                row = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as error:
+                raise ValueError(f"{where}: not a JSON line ({error}); the file is damaged: {HOW_TO_GET}") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{where}: a JSON {type(row).__name__}, not an object; the file is damaged: {HOW_TO_GET}")
+            for column in _TEXT_COLUMNS + IMAGE_COLUMNS:
+                if row.get(column) is None:
+                    state = "missing" if column not in row else "null"
+                    raise ValueError(f"{where}: column {column!r} is {state}; every Winoground row has "
+                                     f"{', '.join(_TEXT_COLUMNS + IMAGE_COLUMNS)}. {HOW_TO_GET}")
+            rows.append(row)
+    return rows
+
+
 def _from_repository_files(examples: Path) -> datasets.Dataset:
     """The layout of the hub repository: ``examples.jsonl`` plus ``images.zip`` or ``images/``."""
-    rows = [json.loads(line) for line in examples.read_text().splitlines() if line.strip()]
+    rows = _read_examples(examples)
     archive_path, folder = examples.parent / "images.zip", examples.parent / "images"
     if archive_path.is_file():
         with zipfile.ZipFile(archive_path) as archive:
@@ -135,7 +165,7 @@ def _from_repository_files(examples: Path) -> datasets.Dataset:
         for column in IMAGE_COLUMNS:
             name = Path(str(row[column])).stem
             if name not in images:
-                raise FileNotFoundError(f"image {name!r} of item {row['id']} not found beside {examples}")
+                raise FileNotFoundError(f"image {name!r} ({column}) of item {row['id']} not found beside {examples}")
             row[column] = {"bytes": images[name], "path": name}
     return datasets.Dataset.from_list(rows)
 
@@ -149,11 +179,11 @@ def load_winoground(path: str | os.PathLike[str]) -> WinogroundData:
         loaded = datasets.load_from_disk(str(root))
         if isinstance(loaded, datasets.DatasetDict):
             loaded = loaded["test"] if "test" in loaded else next(iter(loaded.values()))
-        return WinogroundData(loaded)
+        return WinogroundData(loaded, root)
     parquet = sorted(root.rglob("*.parquet")) if root.is_dir() else [root] if root.suffix == ".parquet" else []
     if parquet:
-        return WinogroundData(datasets.Dataset(pads.dataset([str(p) for p in parquet], format="parquet").to_table()))
+        return WinogroundData(datasets.Dataset(pads.dataset([str(p) for p in parquet], format="parquet").to_table()), root)
     examples = sorted(root.rglob("examples.jsonl")) if root.is_dir() else []
     if examples:
-        return WinogroundData(_from_repository_files(examples[0]))
+        return WinogroundData(_from_repository_files(examples[0]), examples[0])
     raise FileNotFoundError(f"No Winoground data found in {root}. {HOW_TO_GET}")

@@ -136,7 +136,11 @@ def _min_area(entity: Entity) -> int:
 
 
 class TestbedJudge:
-    """Judges images of the testbed world against their CSGs (entities, shapes, relations, effects)."""
+    """Judges images of the testbed world against their CSGs (entities, shapes, relations, effects).
+
+    Any CSG is accepted (e.g. one built from a dataset's metadata); an atom the testbed world cannot
+    show (an entity without one of its colours, a one-entity relation, an unknown effect) fails, with
+    the reason in its detail."""
 
     name = "testbed"
 
@@ -169,13 +173,18 @@ class TestbedJudge:
             margin = (fill - _SQUARE_FILL) * 40 * (1 if entity.head == "square" else -1)
             if blob.area < need:
                 margin = math.nan
-            atom = Atom(ATTRIBUTE, f"the {entity.attributes['color']} thing is a {entity.head}", atom_key(ATTRIBUTE, index, "shape"))
+            color = entity.attributes.get("color")
+            atom = Atom(ATTRIBUTE, f"the {color or entity.text} thing is a {entity.head}", atom_key(ATTRIBUTE, index, "shape"))
             results.append(_result(atom, margin, f"covers {fill:.2f} of its box"))
         return results
 
     # -- relations
 
     def _relation_atom(self, scene: _Scene, csg: CSG, index: int, relation: Relation) -> AtomResult:
+        if relation.object is None:
+            subject = csg.entities[relation.subject]
+            atom = Atom("relation", f"the {subject.text} {relation.predicate}", f"relation:{index}")
+            return _result(atom, math.nan, "the testbed judge checks relations between two entities only")
         subject, obj = csg.entities[relation.subject], csg.entities[relation.object]
         atom = Atom(RELATION, f"the {subject.text} is {relation.predicate} the {obj.text}", atom_key(RELATION, index))
         a, b = scene.blob(subject), scene.blob(obj)
@@ -203,6 +212,9 @@ class TestbedJudge:
 
     def _effect_atom(self, scene: _Scene, csg: CSG, index: int, effect: Effect) -> AtomResult:
         key = atom_key(EFFECT, index)
+        if len(effect.entities) != 2:
+            return _result(Atom(EFFECT, effect.name, key), math.nan,
+                           f"the testbed judge checks effects between two entities, not {len(effect.entities)}")
         first, second = (csg.entities[i] for i in effect.entities)
         a, b = scene.blob(first), scene.blob(second)
         name = effect_name(effect.name)
@@ -224,7 +236,10 @@ class TestbedJudge:
     def _reflection(scene: _Scene, obj: Entity, a: _Blob, mirror: _Blob, atom: Atom) -> AtomResult:
         if a.area < _min_area(obj) or mirror.area < _MIN_AREA["mirror"]:
             return _result(atom, math.nan, "object or mirror missing")
-        reflection = _Blob(scene.masks[f"reflection:{obj.attributes['color']}"])
+        color = obj.attributes.get("color")
+        if color not in COLORS:
+            return _result(atom, math.nan, f"the {obj.text} has no colour of the testbed world to find its reflection by")
+        reflection = _Blob(scene.masks[f"reflection:{color}"])
         if reflection.area < 0.25 * a.area:
             return _result(atom, (reflection.area - 0.25 * a.area) / 4, f"reflection {reflection.area} px only")
         mx0, mtop, mx1, my1 = _Blob(scene.masks["mirror"]).box
