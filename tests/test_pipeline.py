@@ -217,3 +217,9 @@ def test_phrase_weights_scale_their_rows_and_leave_the_syntax_out(sd3_pipe):
     assert np.array_equal(literal, _plain(sd3_pipe, prompt="a (red) ball"))
     with pytest.raises(ValueError):
         LinaPipeline.from_pipe(sd3_pipe)("a (red:abc) ball", **SIZE)
+
+
+@pytest.mark.parametrize("steps", [0, -1, 2.5, True])
+def test_a_step_count_below_one_is_refused_not_replaced_by_the_default(sd3_pipe, steps):
+    with pytest.raises(ValueError, match="num_inference_steps must be an integer >= 1"):
+        LinaPipeline.from_pipe(sd3_pipe)(PROMPT, num_inference_steps=steps, height=32, width=32)

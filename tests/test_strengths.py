@@ -49,3 +49,13 @@ def test_the_readme_shows_the_tables_strengths():
     from lina.interventions.strengths import strengths_table
 
     assert strengths_table() in (Path(__file__).parents[1] / "README.md").read_text()
+
+
+@pytest.mark.parametrize("command, option", [("generate", "steps"), ("generate", "model"), ("eval", "seeds")])
+def test_the_commands_own_options_keep_their_help_and_limits(command, option):
+    from lina.cli import app
+
+    params = {p.name: p for p in typer.main.get_command(app).commands[command].params}
+    assert params[option].help
+    if option in ("steps", "seeds"):
+        assert params[option].type.min == 1

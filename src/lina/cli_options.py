@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import typing
 from typing import Optional
 
 import typer
@@ -32,8 +33,10 @@ def strength_options(mention_cli_defaults: bool = False):
 
     def decorate(command):
         signature = inspect.signature(command)
+        hints = typing.get_type_hints(command, include_extras=True)  # resolved in the command's own module
         names = [s.name for s in STRENGTHS] + ["contrast_prompt"]
-        params = [p for p in signature.parameters.values() if p.name != "strengths"]
+        params = [p.replace(annotation=hints.get(p.name, p.annotation))
+                  for p in signature.parameters.values() if p.name != "strengths"]
         for strength in STRENGTHS:
             option = typer.Option(None, strength.flag, help=_help(strength, mention_cli_defaults))
             params.append(inspect.Parameter(strength.name, inspect.Parameter.KEYWORD_ONLY, default=option,
@@ -50,6 +53,7 @@ def strength_options(mention_cli_defaults: bool = False):
             return command(**kwargs, strengths={k: v for k, v in given.items() if v is not None})
 
         wrapper.__signature__ = signature.replace(parameters=params)
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
         return wrapper
 
     return decorate

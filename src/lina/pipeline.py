@@ -58,8 +58,8 @@ class LinaPipeline:
 
     def __init__(self, pipe, adapter: FamilyAdapter | None = None, aim=None, phrase_weights: bool = True) -> None:
         if pipe is None:
-            raise TypeError("LinaPipeline wraps a loaded diffusers pipeline, e.g. "
-                            "LinaPipeline.from_pipe(StableDiffusion3Pipeline.from_pretrained(...)); got None")
+            raise TypeError("LinaPipeline wraps a loaded diffusers pipeline, got None; pass e.g. "
+                            "StableDiffusion3Pipeline.from_pretrained(...) or FluxPipeline.from_pretrained(...)")
         from lina.loading import sampling_defaults
 
         self.pipe = pipe

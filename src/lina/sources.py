@@ -42,18 +42,14 @@ def default_aim(model: str) -> Path | None:
 
 def load_aim(aim: str | Path):
     """An AIM from a local folder (``save_pretrained`` layout), ``hf://owner/name`` for one on the Hub,
-    or ``testbed`` for the one shipped with the testbed. Anything else is a local path, never a Hub id."""
+    or ``testbed`` for the one shipped with the testbed. Anything else is a local path, never a Hub id;
+    a missing or damaged folder is an error naming the file."""
     from lina.aim import AIM
-    from lina.loading import HUB_PREFIX, TESTBED_AIM
+    from lina.loading import TESTBED_AIM, cli_source
 
-    if isinstance(aim, str) and aim.startswith(HUB_PREFIX):
-        return AIM.from_pretrained(aim)
-    path = TESTBED_AIM if str(aim) == TESTBED else Path(aim)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"no AIM at {aim}: expected a folder with config.json and model.safetensors "
-                                f"(from `lina aim train --out FOLDER`), '{TESTBED}' for the shipped testbed AIM, "
-                                f"or {HUB_PREFIX}owner/name for one on the Hub")
-    return AIM.from_pretrained(path)
+    if str(aim) == TESTBED:
+        return AIM.from_pretrained(TESTBED_AIM)
+    return AIM.from_pretrained(cli_source(aim) if isinstance(aim, str) else Path(aim))
 
 
 def load_judge(name: str, judge_model: str | None = None, dtype: str = "auto", device: str | None = None):
