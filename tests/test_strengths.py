@@ -58,4 +58,4 @@ def test_the_commands_own_options_keep_their_help_and_limits(command, option):
     params = {p.name: p for p in typer.main.get_command(app).commands[command].params}
     assert params[option].help
     if option in ("steps", "seeds"):
-        assert params[option].type.min == 1
+        assert params[option].min == 1
