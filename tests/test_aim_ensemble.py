@@ -1,10 +1,9 @@
-"""AIM ensembles: members fitted on their own, answered with their mean; old single-network checkpoints."""
+"""AIM ensembles: members fitted on their own, answered with their mean."""
 
 import json
 
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from lina import Interventions
 from lina.aim import AIM, train_aim, train_aim_gains
@@ -84,20 +83,6 @@ def test_one_member_ensemble_trains_as_a_single_network_did():
     regress = AIM("sd3", 8, hidden=16, ensemble=2)
     report = train_aim(regress, pooled, csgs, targets, epochs=20, progress=False)
     assert report.epochs == 40
-
-
-def test_a_single_network_checkpoint_loads_as_a_one_member_ensemble(tmp_path):
-    torch.manual_seed(0)
-    aim = AIM("sd3", 8, hidden=16, codebook=[A.to_dict(), B.to_dict()])
-    aim.save_pretrained(tmp_path)
-    config = json.loads((tmp_path / "config.json").read_text())
-    config.pop("ensemble")  # as written before ensembles existed
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    state = {name.removeprefix("members.0."): value for name, value in aim.state_dict().items()}
-    save_file(state, tmp_path / "model.safetensors")
-    loaded = AIM.from_pretrained(tmp_path)
-    for name, value in aim.state_dict().items():
-        torch.testing.assert_close(loaded.state_dict()[name], value)
 
 
 def test_a_checkpoint_that_does_not_match_its_config_is_refused(tmp_path):

@@ -134,15 +134,6 @@ class _Member(nn.Module):
         return self.net(torch.cat([*parts, features.float()], dim=-1))
 
 
-def _single_member_keys(module, state_dict, prefix, *args) -> None:
-    """Load AIMs saved before ensembles (one network, keys ``net.*``, ``embed_norm.*``, ``role_norm.*``)
-    as a one-member ensemble."""
-    for key in [k for k in state_dict if k.startswith(prefix)]:
-        name = key[len(prefix):]
-        if name.split(".")[0] in ("net", "embed_norm", "role_norm"):
-            state_dict[f"{prefix}members.0.{name}"] = state_dict.pop(key)
-
-
 class AIM(nn.Module, PyTorchModelHubMixin, library_name="lina", tags=["lina", "aim"], license="apache-2.0",
           paper_url="https://arxiv.org/abs/2512.13290", model_card_template=MODEL_CARD):
     """Predicts one `Interventions` per prompt for one model family and embedding width."""
@@ -192,7 +183,6 @@ class AIM(nn.Module, PyTorchModelHubMixin, library_name="lina", tags=["lina", "a
         self.members = nn.ModuleList(
             _Member(embed_dim, role_dim, len(FEATURE_NAMES), hidden, outputs, dropout) for _ in range(ensemble)
         )
-        self.register_load_state_dict_pre_hook(_single_member_keys)
         self._adapter = None
 
     @property

@@ -92,13 +92,6 @@ def examples_from_kinds(
     return out
 
 
-def majority_contrast_prompt(settings: Sequence[Interventions]) -> str:
-    with_contrast = [s.contrast_prompt for s in settings if s.uses_contrast]
-    if not with_contrast:
-        return "neutral"
-    return max(set(with_contrast), key=with_contrast.count)
-
-
 def train_aim(
     aim: AIM,
     pooled: torch.Tensor,
