@@ -67,6 +67,7 @@ class ContrastHook(ModelHook):
         self.unit = ContrastiveGuidance()
         self.separate = False
         self.applied = 0  # calls that carried the contrast
+        self._target = None
 
     def initialize_hook(self, module):
         self._parameters = inspect.signature(module.forward).parameters
@@ -82,7 +83,10 @@ class ContrastHook(ModelHook):
         rows = self.cond_embeds.shape[0]
         if embeds.shape[1:] != self.cond_embeds.shape[1:] or embeds.shape[0] < rows:
             return None
-        target = self.cond_embeds.to(embeds.device, embeds.dtype)
+        key = (embeds.device, embeds.dtype)
+        if self._target is None or self._target[0] != key:  # converted once per call, not once per step
+            self._target = (key, self.cond_embeds.to(*key))
+        target = self._target[1]
         for offset in reversed(range(0, embeds.shape[0] - rows + 1, rows)):
             if torch.equal(embeds[offset : offset + rows], target):
                 return offset
