@@ -185,6 +185,11 @@ def tiny_sd3_pipeline(
     )
 
 
+# The tiny FLUX transformer's sizes, shared by its ControlNet.
+_TINY_FLUX = dict(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8,
+                  num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=16, axes_dims_rope=(2, 2, 4))
+
+
 def tiny_flux_pipeline(seed: int = 0, words: Iterable[str] = BASE_WORDS, guidance_embeds: bool = True):
     """A ``FluxPipeline`` (CLIP pooled + T5 sequence, dynamic shifting, distilled guidance) of toy size."""
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
@@ -198,18 +203,7 @@ def tiny_flux_pipeline(seed: int = 0, words: Iterable[str] = BASE_WORDS, guidanc
     enc_clip = CLIPTextModel(enc_clip.config).eval()
     enc_t5 = _t5_encoder(len(tok_t5), 32, seed + 3)
     torch.manual_seed(seed)
-    transformer = FluxTransformer2DModel(
-        patch_size=1,
-        in_channels=16,
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=8,
-        num_attention_heads=2,
-        joint_attention_dim=32,
-        pooled_projection_dim=16,
-        guidance_embeds=guidance_embeds,
-        axes_dims_rope=(2, 2, 4),
-    ).eval()
+    transformer = FluxTransformer2DModel(**_TINY_FLUX, guidance_embeds=guidance_embeds).eval()
     vae = _tiny_vae(4, seed + 4, shift_factor=0.0)
     scheduler = FlowMatchEulerDiscreteScheduler(
         shift=3.0,
@@ -404,18 +398,7 @@ def tiny_flux_controlnet(seed: int = 0):
     from diffusers.models import FluxControlNetModel
 
     torch.manual_seed(seed + 6)
-    controlnet = FluxControlNetModel(
-        patch_size=1,
-        in_channels=16,
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=8,
-        num_attention_heads=2,
-        joint_attention_dim=32,
-        pooled_projection_dim=16,
-        guidance_embeds=True,
-        axes_dims_rope=(2, 2, 4),
-    )
+    controlnet = FluxControlNetModel(**_TINY_FLUX, guidance_embeds=True)
     return _randomize_zero_blocks(controlnet, seed + 6).eval()
 
 
