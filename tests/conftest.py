@@ -43,6 +43,16 @@ def flux_pipe(flux_path):
     return _load(flux_path, "FluxPipeline")
 
 
+@pytest.fixture(scope="module")
+def single_thread():
+    """One torch thread for a module of toy models too small for threads to pay off; restored afterwards.
+    Use with ``pytestmark = pytest.mark.usefixtures("single_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _lina_logs_propagate():
     logging.getLogger("lina").propagate = True

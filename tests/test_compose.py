@@ -16,12 +16,7 @@ FLUX = dict(SIZE, max_sequence_length=32)
 STEERED = Interventions(token_scale=2.0, contrast=3.0, contrast_window=0.5, shift_gain=2.0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # toy models: one thread
 
 
 def _gen():

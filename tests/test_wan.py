@@ -20,13 +20,7 @@ SIZE = dict(height=32, width=32, num_frames=5, num_inference_steps=STEPS, output
 ATOL = 1e-5  # WanPipeline calls cond and uncond separately; LINA batches them
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    """The toy video models are too small for threads to pay off; restore the setting afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # toy models: one thread
 
 
 def _load(tmp_path_factory, name, **kwargs):

@@ -224,6 +224,13 @@ def tiny_flux_pipeline(seed: int = 0, words: Iterable[str] = BASE_WORDS, guidanc
     )
 
 
+def _tiny_video_vae(latent_channels: int) -> dict:
+    """Sizes of the tiny causal video VAE (Wan's, and Qwen-Image's of the same design)."""
+    return dict(base_dim=4, z_dim=latent_channels, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                temperal_downsample=[False, True, True], latents_mean=[0.0] * latent_channels,
+                latents_std=[1.0] * latent_channels)
+
+
 def _tiny_wan_transformer(seed: int, text_dim: int, latent_channels: int):
     from diffusers import WanTransformer3DModel
 
@@ -264,15 +271,7 @@ def tiny_wan_pipeline(
     transformer = _tiny_wan_transformer(seed, text_dim, latent_channels)
     transformer_2 = _tiny_wan_transformer(seed + 5, text_dim, latent_channels) if two_experts else None
     torch.manual_seed(seed + 4)
-    vae = AutoencoderKLWan(
-        base_dim=4,
-        z_dim=latent_channels,
-        dim_mult=[1, 1, 1, 1],
-        num_res_blocks=1,
-        temperal_downsample=[False, True, True],
-        latents_mean=[0.0] * latent_channels,
-        latents_std=[1.0] * latent_channels,
-    ).eval()
+    vae = AutoencoderKLWan(**_tiny_video_vae(latent_channels)).eval()
     scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=flow_shift)
     return WanPipeline(
         tokenizer=tokenizer,
@@ -534,15 +533,7 @@ def tiny_qwenimage_pipeline(seed: int = 0, words: Iterable[str] = BASE_WORDS):
         axes_dims_rope=(2, 2, 4),
     ).eval()
     torch.manual_seed(seed + 4)
-    vae = AutoencoderKLQwenImage(
-        base_dim=4,
-        z_dim=latent_channels,
-        dim_mult=[1, 1, 1, 1],
-        num_res_blocks=1,
-        temperal_downsample=[False, True, True],
-        latents_mean=[0.0] * latent_channels,
-        latents_std=[1.0] * latent_channels,
-    ).eval()
+    vae = AutoencoderKLQwenImage(**_tiny_video_vae(latent_channels)).eval()
     scheduler = FlowMatchEulerDiscreteScheduler(
         shift=1.0,
         use_dynamic_shifting=True,
