@@ -41,7 +41,7 @@ def wino(item: str, caption: int, method: str, passed: bool, score: float, swapp
         "groups": {"collapsed_tag": tag},
         "passed": passed,
         "score": score,
-        "contrast": {"passed": False, "score": swapped},
+        "swapped": {"passed": False, "score": swapped},
     }
 
 

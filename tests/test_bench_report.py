@@ -64,7 +64,7 @@ def fabricate(out: Path) -> list[dict]:
                     "passed": passed,
                     "score": 0.8 if passed else 0.3,
                     "atoms": [],
-                    "contrast": {"prompt": "swapped", "passed": False, "score": 0.4},
+                    "swapped": {"prompt": "swapped", "passed": False, "score": 0.4},
                     "images": [save(out, f"images/winoground/{method}/{item}_c{caption}_s0.png", colour)],
                     "video": False,
                 }
@@ -83,7 +83,7 @@ def fabricate(out: Path) -> list[dict]:
                     "passed": passed,
                     "score": 0.7,
                     "atoms": [],
-                    "contrast": None,
+                    "swapped": None,
                     "images": frames,
                     "video": True,
                 }

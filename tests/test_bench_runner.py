@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from lina.benchmarks import EvalItem, finalize_eval, read_records, record_key, run_eval, summarize
+from lina.benchmarks.runner import METHODS
 from lina.judges.base import Atom, AtomResult, Judgement
 from lina.prompts.csg import CSG, Entity, Relation
 
@@ -94,18 +96,15 @@ class CountingGenerator:
         return draw(prompt, method, seed)
 
 
-METHODS = ("baseline", "lina")
-
-
 def test_records_judge_each_image_against_its_own_and_the_swapped_caption(tmp_path: Path) -> None:
     written = run_eval(winoground_style_items(), draw, ColourJudge(), tmp_path, seeds=[0, 1], methods=METHODS)
     assert len(written) == 3 * 2 * 2 * 2
     assert read_records(tmp_path) == written
     lina_odd = next(r for r in written if r["method"] == "lina" and r["seed"] == 1)
     base_odd = next(r for r in written if r["method"] == "baseline" and r["seed"] == 1)
-    assert lina_odd["passed"] and not lina_odd["contrast"]["passed"]
-    assert lina_odd["score"] > lina_odd["contrast"]["score"]
-    assert not base_odd["passed"] and base_odd["contrast"]["passed"]
+    assert lina_odd["passed"] and not lina_odd["swapped"]["passed"]
+    assert lina_odd["score"] > lina_odd["swapped"]["score"]
+    assert not base_odd["passed"] and base_odd["swapped"]["passed"]
     assert {a["key"] for a in lina_odd["atoms"]} == {"entity:0", "entity:1", "relation:0"}
     assert lina_odd["match"] is None  # this judge has no image-caption match score
     for r in written:
@@ -132,10 +131,27 @@ class MatchingColourJudge(ColourJudge):
 
 def test_pair_success_compares_match_scores_when_the_judge_has_them(tmp_path: Path) -> None:
     records = run_eval(winoground_style_items(), draw, MatchingColourJudge(), tmp_path, seeds=[0], methods=["lina"])
-    assert all(r["match"]["own"] < r["match"]["contrast"] for r in records)
-    assert all(r["score"] > r["contrast"]["score"] for r in records)
+    assert all(r["match"]["own"] < r["match"]["swapped"] for r in records)
+    assert all(r["score"] > r["swapped"]["score"] for r in records)
     pair = summarize(records)["benchmarks"]["toy"]["metrics"]["pair_success"]
     assert pair["overall"]["lina"]["rate"] == 0.0
+
+
+def test_records_written_with_the_old_contrast_key_read_as_swapped(tmp_path: Path) -> None:
+    """Records written before the swapped caption's verdict had its own name still read and summarize."""
+    new, old = tmp_path / "new", tmp_path / "old"
+    written = run_eval(winoground_style_items(), draw, MatchingColourJudge(), new, seeds=[0], methods=METHODS)
+    shutil.copytree(new, old)
+    for path in old.glob("records-*.jsonl"):
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        for record in lines:
+            record["contrast"] = record.pop("swapped")
+            record["match"]["contrast"] = record["match"].pop("swapped")
+        path.write_text("".join(json.dumps(record) + "\n" for record in lines))
+    assert "contrast" in (next(old.glob("records-*.jsonl"))).read_text()
+    assert sorted(map(record_key, read_records(old))) == sorted(map(record_key, written))
+    assert {record_key(r): r for r in read_records(old)} == {record_key(r): r for r in read_records(new)}
+    assert summarize(read_records(old)) == summarize(read_records(new))
 
 
 def test_rerun_generates_nothing_and_interrupted_run_resumes(tmp_path: Path) -> None:

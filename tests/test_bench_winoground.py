@@ -132,7 +132,7 @@ def test_each_item_gives_two_prompts_contrasted_with_the_swapped_caption(tmp_pat
     for item in items:
         assert item.benchmark == "winoground"
         assert item.csg.prompt == item.prompt
-        assert item.contrast.prompt == ROWS[int(item.item_id)][f"caption_{1 - item.caption}"]
+        assert item.swapped.prompt == ROWS[int(item.item_id)][f"caption_{1 - item.caption}"]
     assert items[3].groups["collapsed_tag"] == "Relation"
     assert len(load_winoground(tmp_path / "wino").items(csg_of=one_entity_csg, limit=1)) == 2
 
@@ -142,4 +142,4 @@ def test_captions_are_parsed_by_the_prompt_parser_by_default(tmp_path: Path) -> 
     dog, table = load_winoground(tmp_path / "wino").items()[2:4]
     assert [e.head for e in dog.csg.entities] == ["dog", "table"]
     assert (dog.csg.relations[0].subject, dog.csg.relations[0].object) == (0, 1)
-    assert dog.contrast == table.csg and table.contrast == dog.csg
+    assert dog.swapped == table.csg and table.swapped == dog.csg

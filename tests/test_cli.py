@@ -79,7 +79,7 @@ def test_generate_on_the_testbed_draws_what_the_demo_draws(tmp_path):
     """Same model settings (12 tokens, 24 steps, guidance 5) and the same shipped AIM as `lina demo`."""
     import numpy as np
 
-    from lina.benchmarks.cli import make_generate_fn
+    from lina.benchmarks.runner import make_generate_fn
     from lina.loading import TESTBED_AIM, sampling_defaults
     from lina.pipeline import LinaPipeline
     from lina.sources import load_aim

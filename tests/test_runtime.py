@@ -24,7 +24,7 @@ def test_omp_num_threads_wins_over_the_free_cores(monkeypatch):
 
 
 def test_testbed_images_are_identical_across_thread_counts():
-    from lina.benchmarks.cli import make_generate_fn
+    from lina.benchmarks.runner import make_generate_fn
     from lina.loading import sampling_defaults
     from lina.pipeline import LinaPipeline
     from lina.world.model import load_testbed_pipeline

@@ -42,7 +42,7 @@ def _load(model: str, dtype: str, device: Optional[str]):
     from lina.sources import load_model
 
     if model == TINY:
-        typer.echo("note: tiny-random-sd3 is a toy SD3 pipeline with RANDOM weights, built in code (no download); "
+        typer.echo("note: tiny-random-sd3 is the testbed SD3 architecture with RANDOM weights, built in code (no download); "
                    "its images are noise-like. Pass --model PATH_OR_ID for a real checkpoint.", err=True)
     return load_model(model, dtype=dtype, device=device)
 
@@ -145,7 +145,8 @@ def demo(
     threads: Threads = None,
 ) -> None:
     """Baseline vs LINA on the testbed's OOD and in-distribution splits, with an HTML report."""
-    from lina.benchmarks.demo import format_table, run_demo
+    from lina.benchmarks.demo import run_demo
+    from lina.benchmarks.tables import format_table
     from lina.runtime import set_threads
 
     typer.echo(f"torch threads: {set_threads(threads)}", err=True)

@@ -14,16 +14,17 @@ JUDGES = ("testbed", "qwen2.5-vl")
 
 
 def load_model(model: str, dtype: str = "float32", device: str | None = None):
-    """A diffusers pipeline: ``testbed`` (the shipped testbed model), ``tiny-random-sd3`` (random toy
-    weights, for smoke tests), or a hub id / local path of an SD3, FLUX or Wan pipeline."""
+    """A diffusers pipeline: ``testbed`` (the shipped testbed model), ``tiny-random-sd3`` (the testbed's
+    SD3 architecture untrained, random weights, for smoke tests), or a hub id / local path of an SD3,
+    FLUX or Wan pipeline."""
     if model == TESTBED:
         from lina.world.model import load_testbed_pipeline
 
         pipe = load_testbed_pipeline()
     elif model == TINY:
-        from lina.testing import tiny_sd3_pipeline
+        from lina.world.model import build_testbed_pipeline
 
-        pipe = tiny_sd3_pipeline()
+        pipe = build_testbed_pipeline()
     else:
         from lina.loading import load_pipeline
 

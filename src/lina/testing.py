@@ -8,10 +8,11 @@ Save one with ``save_pretrained`` and load it back with ``from_pretrained`` like
 
 from __future__ import annotations
 
-import string
 from collections.abc import Iterable
 
 import torch
+
+from lina.word_tokenizers import word_clip_tokenizer, word_t5_tokenizer
 
 # Words every tiny tokenizer knows as single tokens; anything else falls back to characters
 # (CLIP) or <unk> pieces (T5), like a real tokenizer meeting a rare word.
@@ -26,48 +27,12 @@ BASE_WORDS: tuple[str, ...] = tuple(
 )
 
 
-def _clip_vocab(words: Iterable[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """Byte-level BPE vocabulary and merges in which each word is one token."""
-    from tokenizers.pre_tokenizers import ByteLevel
-
-    vocab: dict[str, int] = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for ch in sorted(ByteLevel.alphabet()):
-        for tok in (ch, ch + "</w>"):
-            vocab.setdefault(tok, len(vocab))
-    merges: list[tuple[str, str]] = []
-    for word in dict.fromkeys(w.lower() for w in words):
-        pieces = list(word[:-1]) + [word[-1] + "</w>"]
-        current = pieces[0]
-        for nxt in pieces[1:]:
-            merge = (current, nxt)
-            current = current + nxt
-            if current not in vocab:
-                vocab[current] = len(vocab)
-                merges.append(merge)
-    return vocab, merges
-
-
 def tiny_clip_tokenizer(words: Iterable[str] = BASE_WORDS, max_length: int = 77):
-    from transformers import CLIPTokenizer
-
-    vocab, merges = _clip_vocab(words)
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
+    return word_clip_tokenizer(words, max_length)
 
 
 def tiny_t5_tokenizer(words: Iterable[str] = BASE_WORDS, max_length: int = 512):
-    from transformers import T5Tokenizer
-
-    pieces: list[tuple[str, float]] = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
-    seen = {p for p, _ in pieces}
-    for word in dict.fromkeys(w.lower() for w in words):
-        if "▁" + word not in seen:
-            pieces.append(("▁" + word, -1.0))
-            seen.add("▁" + word)
-    for ch in string.ascii_letters + string.digits + string.punctuation:
-        if ch not in seen:
-            pieces.append((ch, -5.0))
-            seen.add(ch)
-    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=max_length)
+    return word_t5_tokenizer(words, max_length)
 
 
 def tiny_umt5_tokenizer(words: Iterable[str] = BASE_WORDS, max_length: int = 512):

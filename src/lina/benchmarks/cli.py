@@ -13,55 +13,7 @@ from typing import Optional
 import typer
 
 from lina.cli_options import strength_options
-from lina.interventions.strengths import NEUTRAL, Interventions
-
-BENCHMARKS = ("winoground", "pap", "testbed")
-METHODS = ("baseline", "lina")
-
-
-def load_items(benchmark: str, data: Optional[Path], limit: Optional[int], subset: str, per_category: int):
-    """Evaluation items of a benchmark, plus the loader's data report (or None)."""
-    if benchmark == "winoground":
-        from lina.benchmarks.winoground import load_winoground
-
-        if data is None:
-            raise ValueError("--data PATH is required for winoground (see docs/benchmarks.md to obtain it)")
-        return load_winoground(data).items(limit=limit), None
-    if benchmark == "pap":
-        from lina.benchmarks.pap import load_pap
-
-        if data is None:
-            raise ValueError("--data PATH is required for pap (local parquet shards of OpenCausaLab/LINA-PAP)")
-        pap = load_pap(data)
-        items = pap.items(subset)
-        return (items[:limit] if limit else items), {"pap": pap.report()}
-    if benchmark == "testbed":
-        from lina.benchmarks.testbed import world_items
-
-        splits = ("ood", "train") if subset == "all" else (subset,)
-        items = world_items(splits, per_category=per_category)
-        return (items[:limit] if limit else items), None
-    raise ValueError(f"unknown benchmark {benchmark!r}; choose one of {BENCHMARKS}")
-
-
-def make_generate_fn(lina, interventions: Optional[Interventions], csg_of: Optional[dict] = None, **kwargs):
-    """``generate(prompt, method, seed)`` for the runner: baseline = neutral strengths, lina = the
-    given strengths, or the pipeline's AIM when none are given. ``csg_of`` maps prompts to known
-    scene graphs (used instead of parsing)."""
-    import torch
-
-    from lina.benchmarks.runner import Generated
-
-    csg_of = csg_of or {}
-
-    def generate(prompt: str, method: str, seed: int):
-        setting = NEUTRAL if method == "baseline" else interventions
-        csgs = [csg_of[prompt]] if prompt in csg_of else None
-        out = lina(prompt, setting, generator=torch.Generator().manual_seed(seed), csgs=csgs, **kwargs)
-        return Generated(out.images[0], out.interventions[0].to_dict() if out.interventions else None)
-
-    return generate
-
+from lina.interventions.strengths import NEUTRAL
 
 @strength_options()
 def evaluate(
@@ -89,7 +41,8 @@ def evaluate(
         None, help="CPU threads for torch (default: OMP_NUM_THREADS if set, else the cores not busy now)."),
 ) -> None:
     """Generate baseline and LINA images for every prompt and seed, judge them, and report."""
-    from lina.benchmarks.runner import finalize_eval, run_eval
+    from lina.benchmarks.items import load_benchmark_items
+    from lina.benchmarks.runner import METHODS, finalize_eval, make_generate_fn, run_eval
     from lina.loading import sampling_defaults
     from lina.pipeline import LinaPipeline
     from lina.records import launch_state
@@ -103,7 +56,7 @@ def evaluate(
         raise ValueError("give either --aim or fixed strengths (--token-scale, --contrast, ...), not both")
     if not fixed and aim is None:
         raise ValueError("LINA needs strengths: pass --aim PATH or fixed ones (e.g. --contrast 3 --token-scale 1.8)")
-    items, data_report = load_items(benchmark, data, limit, subset, per_category)
+    items, data_report = load_benchmark_items(benchmark, data, limit, subset, per_category)
     if not items:
         where = f" in {data}" if data is not None else ""
         raise ValueError(f"no {benchmark} items to evaluate{where} (--subset {subset}); check --data and --subset")

@@ -13,14 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lina.benchmarks.tables import format_table, split_results
+from lina.benchmarks.tables import split_results
 from lina.interventions.strengths import Interventions
 from lina.loading import TESTBED_AIM, sampling_defaults
 
-__all__ = ["DEFAULT_STRENGTHS", "METHODS", "SHIPPED_AIM", "format_table", "run_demo", "split_results"]
-
-SHIPPED_AIM = TESTBED_AIM
-METHODS = ("baseline", "lina")
+__all__ = ["DEFAULT_STRENGTHS", "run_demo"]
 
 # Fixed strengths used when no AIM is shipped or given (the best single setting on the train split).
 DEFAULT_STRENGTHS = Interventions(contrast=3.0, contrast_window=0.25, contrast_prompt="neutral")
@@ -40,8 +37,7 @@ def run_demo(
     json_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the demo into ``out_dir``; returns ``results[split][method]``."""
-    from lina.benchmarks.cli import make_generate_fn
-    from lina.benchmarks.runner import finalize_eval, run_eval
+    from lina.benchmarks.runner import METHODS, finalize_eval, make_generate_fn, read_records, run_eval
     from lina.benchmarks.testbed import world_items
     from lina.judges.testbed import TestbedJudge
     from lina.pipeline import LinaPipeline
@@ -51,7 +47,7 @@ def run_demo(
     pipe.set_progress_bar_config(disable=True)
     aim_model = None
     if interventions is None:
-        aim = aim or (SHIPPED_AIM if (SHIPPED_AIM / "config.json").is_file() else None)
+        aim = aim or (TESTBED_AIM if (TESTBED_AIM / "config.json").is_file() else None)
         if aim is not None:
             from lina.aim import AIM
 
@@ -73,7 +69,6 @@ def run_demo(
     run_eval(items, make_generate_fn(lina, interventions, csg_of, **settings), TestbedJudge(), out, seeds=range(seeds),
              methods=METHODS)
     finalize_eval(out, methods=METHODS, run=run)
-    from lina.benchmarks.runner import read_records
 
     results = split_results(read_records(out))
     payload = {

@@ -6,7 +6,7 @@ seed, so a summary is reproducible bit for bit.
 
 Metrics:
 - ``caption_success``: the image generated from a caption is judged to match it (judgement passed).
-- ``pair_success`` (items with a contrast caption, i.e. Winoground): for one seed and method, every
+- ``pair_success`` (items with a swapped caption, i.e. Winoground): for one seed and method, every
   caption's image scores higher against its own caption than against the swapped one. The scores
   compared are the judge's image-caption match scores when the records have them (``match``),
   otherwise the judgement scores.
@@ -63,19 +63,19 @@ def _own_score(record: Mapping[str, Any]) -> float:
     return record["match"]["own"] if record.get("match") else record["score"]
 
 
-def _contrast_score(record: Mapping[str, Any]) -> float:
-    return record["match"]["contrast"] if record.get("match") else record["contrast"]["score"]
+def _swapped_score(record: Mapping[str, Any]) -> float:
+    return record["match"]["swapped"] if record.get("match") else record["swapped"]["score"]
 
 
 def _pair_outcomes(records: Iterable[Mapping[str, Any]]) -> list[_Outcome]:
     pairs: dict[tuple[str, int, str], list[Mapping[str, Any]]] = defaultdict(list)
     for r in records:
-        if r.get("contrast") is not None:
+        if r.get("swapped") is not None:
             pairs[(str(r["item"]), int(r["seed"]), r["method"])].append(r)
     outcomes = []
     for (item, _, method), group in pairs.items():
         if len({r["caption"] for r in group}) >= 2:
-            prefers_own = all(_own_score(r) > _contrast_score(r) for r in group)
+            prefers_own = all(_own_score(r) > _swapped_score(r) for r in group)
             outcomes.append(_Outcome(item, method, group[0].get("groups", {}), float(prefers_own)))
     return outcomes
 

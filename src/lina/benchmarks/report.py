@@ -107,10 +107,10 @@ def _cell(record: Mapping[str, Any] | None) -> str:
     images = "".join(f'<img{frame} src="{escape(p)}" alt="{escape(record["method"])}">' for p in record["images"])
     verdict = "pass" if record["passed"] else "fail"
     line = f'<span class="{verdict}">{verdict}</span> score {record["score"]:.2f}'
-    if record.get("contrast"):
-        line += f" &middot; swapped {record['contrast']['score']:.2f}"
+    if record.get("swapped"):
+        line += f" &middot; swapped {record['swapped']['score']:.2f}"
     if record.get("match"):
-        line += f"<br>match {record['match']['own']:.2f} &middot; swapped {record['match']['contrast']:.2f}"
+        line += f"<br>match {record['match']['own']:.2f} &middot; swapped {record['match']['swapped']:.2f}"
     failed = [a for a in record.get("atoms", []) if not a.get("passed", True)]
     if failed:
         line += "".join(f'<br><span class="atoms">&#10007; {escape(a["text"])} ({a["score"]:.2f})</span>' for a in failed)

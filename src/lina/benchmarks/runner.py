@@ -8,7 +8,7 @@ shard, fsync per record, truncated last line dropped). A record is identified by
 ``(benchmark, item, caption, seed, method)``; a re-run (same or different sharding) skips every
 record already in the output directory.
 
-Items with a contrast caption (Winoground) are judged against both captions. When the judge also
+Items with a swapped caption (Winoground) are judged against both captions. When the judge also
 offers an image-caption match score (``score_pairs(images, captions)``, e.g. the Qwen2.5-VL judge's
 P(yes) to "Does this image show: CAPTION?"), the record holds it for both captions as ``match``.
 
@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
+
+from lina.interventions.strengths import NEUTRAL, Interventions
 
 from lina.benchmarks.items import EvalItem
 from lina.benchmarks.metrics import summarize, write_summary
@@ -47,6 +49,8 @@ class Generated:
 GenerateFn = Callable[[str, str, int], "Image.Image | Sequence[Image.Image] | Generated"]
 RecordKey = tuple[str, str, int, int, str]
 _PREFIX = "records"
+METHODS = ("baseline", "lina")
+"""What ``lina eval`` and ``lina demo`` compare: neutral strengths, and LINA's (fixed or from an AIM)."""
 
 
 def record_key(record: Mapping[str, Any]) -> RecordKey:
@@ -60,8 +64,23 @@ def record_key(record: Mapping[str, Any]) -> RecordKey:
     )
 
 
+def current_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A record with today's key names: earlier versions wrote the swapped caption's verdict and match
+    score under ``contrast``; both read the same."""
+    record = dict(record)
+    if "contrast" in record and "swapped" not in record:
+        record["swapped"] = record.pop("contrast")
+    match = record.get("match")
+    if isinstance(match, Mapping) and "contrast" in match and "swapped" not in match:
+        match = dict(match)
+        match["swapped"] = match.pop("contrast")
+        record["match"] = match
+    return record
+
+
 def validate_record(record: Mapping[str, Any]) -> None:
-    """An evaluation record holds its verdict, score and image paths (and its contrast's, if any)."""
+    """An evaluation record holds its verdict, score and image paths (and the swapped caption's, if any)."""
+    record = current_record(record)
     if not isinstance(record["passed"], bool):
         raise TypeError(f"'passed' is {record['passed']!r}, not true/false")
     score = record["score"]
@@ -72,14 +91,14 @@ def validate_record(record: Mapping[str, Any]) -> None:
     images = record.get("images", [])
     if not isinstance(images, list) or not all(isinstance(p, str) for p in images):
         raise TypeError("'images' must be a list of paths")
-    contrast = record.get("contrast")
-    if contrast is not None and not (isinstance(contrast, Mapping) and isinstance(contrast["passed"], bool)
-                                     and isinstance(contrast["score"], (int, float))):
-        raise TypeError("'contrast' must hold a verdict and a score")
+    swapped = record.get("swapped")
+    if swapped is not None and not (isinstance(swapped, Mapping) and isinstance(swapped["passed"], bool)
+                                    and isinstance(swapped["score"], (int, float))):
+        raise TypeError("'swapped' must hold a verdict and a score")
     match = record.get("match")
     if match is not None and not (isinstance(match, Mapping) and all(isinstance(match[k], (int, float))
-                                                                     for k in ("own", "contrast"))):
-        raise TypeError("'match' must hold the scores 'own' and 'contrast'")
+                                                                     for k in ("own", "swapped"))):
+        raise TypeError("'match' must hold the scores 'own' and 'swapped'")
     if not isinstance(record.get("groups", {}), Mapping):
         raise TypeError("'groups' must be an object")
 
@@ -91,7 +110,7 @@ def read_records(out_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     Unlike opening a shard for writing, reading never modifies the files, so it is safe while
     shards are still running.
     """
-    return read_shards(out_dir, record_key, _PREFIX, validate_record)
+    return [current_record(r) for r in read_shards(out_dir, record_key, _PREFIX, validate_record)]
 
 
 def key_frames(frames: Sequence[Image.Image]) -> list[Image.Image]:
@@ -135,15 +154,15 @@ def _evaluate(
     paths = [Path("images", item.benchmark, method, name) for name in names]
     for frame, path in zip(frames, paths, strict=True):
         _save_png(frame, out / path)
-    contrast_frames = frames if item.contrast else []
-    csgs = [item.csg] * len(frames) + [item.contrast] * len(contrast_frames)
-    judgements = judge.judge(frames + contrast_frames, csgs)
-    own, contrast = judgements[: len(frames)], judgements[len(frames) :]
+    swapped_frames = frames if item.swapped else []
+    csgs = [item.csg] * len(frames) + [item.swapped] * len(swapped_frames)
+    judgements = judge.judge(frames + swapped_frames, csgs)
+    own, swapped = judgements[: len(frames)], judgements[len(frames) :]
     match: dict[str, float] | None = None
-    if item.contrast and hasattr(judge, "score_pairs"):
-        captions = [item.prompt] * len(frames) + [item.contrast.prompt] * len(frames)
+    if item.swapped and hasattr(judge, "score_pairs"):
+        captions = [item.prompt] * len(frames) + [item.swapped.prompt] * len(frames)
         scores = [float(s) for s in judge.score_pairs(frames + frames, captions)]
-        match = {"own": min(scores[: len(frames)]), "contrast": min(scores[len(frames) :])}
+        match = {"own": min(scores[: len(frames)]), "swapped": min(scores[len(frames) :])}
     return {
         "benchmark": item.benchmark,
         "item": item.item_id,
@@ -154,13 +173,31 @@ def _evaluate(
         "groups": dict(item.groups),
         **_verdict(own),
         "atoms": _atoms(own),
-        "contrast": {"prompt": item.contrast.prompt, **_verdict(contrast)} if item.contrast else None,
+        "swapped": {"prompt": item.swapped.prompt, **_verdict(swapped)} if item.swapped else None,
         "match": match,
         "images": [p.as_posix() for p in paths],
         "video": is_video,
         "judge": judge.name,
         **({"interventions": setting} if setting is not None else {}),
     }
+
+
+def make_generate_fn(lina, interventions: Interventions | None, csg_of: Mapping[str, Any] | None = None,
+                     **kwargs: Any) -> GenerateFn:
+    """``generate(prompt, method, seed)`` for :func:`run_eval` through a ``LinaPipeline``: ``baseline``
+    = neutral strengths, ``lina`` = the given strengths, or the pipeline's AIM when none are given.
+    ``csg_of`` maps prompts to known scene graphs (used instead of parsing); ``kwargs`` go to every call."""
+    import torch
+
+    csg_of = csg_of or {}
+
+    def generate(prompt: str, method: str, seed: int) -> Generated:
+        setting = NEUTRAL if method == "baseline" else interventions
+        csgs = [csg_of[prompt]] if prompt in csg_of else None
+        out = lina(prompt, setting, generator=torch.Generator().manual_seed(seed), csgs=csgs, **kwargs)
+        return Generated(out.images[0], out.interventions[0].to_dict() if out.interventions else None)
+
+    return generate
 
 
 def run_eval(

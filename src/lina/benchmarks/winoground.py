@@ -105,8 +105,8 @@ class WinogroundData(Sequence[WinogroundItem]):
         return {c: "" if row[c] is None else str(row[c]) for c in self.tag_columns}
 
     def items(self, csg_of: CsgBuilder | None = None, limit: int | None = None) -> list[EvalItem]:
-        """Two evaluation items per Winoground item (captions 0 and 1), each contrasted with the
-        other caption. ``csg_of`` defaults to :func:`lina.prompts.parse_prompt`."""
+        """Two evaluation items per Winoground item (captions 0 and 1), each judged also against
+        the other caption (its ``swapped`` CSG). ``csg_of`` defaults to :func:`lina.prompts.parse_prompt`."""
         csg_of = csg_of or parse_prompt
         text = self.dataset.remove_columns([c for c in IMAGE_COLUMNS if c in self.dataset.column_names])
         rows = text if limit is None else text.select(range(min(limit, len(text))))

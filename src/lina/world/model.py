@@ -31,7 +31,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 from lina._logs import quiet_loading
 from lina.loading import TESTBED_MODEL, TESTBED_UNET_MODEL
-from lina.testing import tiny_clip_tokenizer, tiny_t5_tokenizer
+from lina.word_tokenizers import word_clip_tokenizer, word_t5_tokenizer
 from lina.world.vocabulary import WORDS
 
 CLIP_LENGTH = 12  # tokens per CLIP prompt (BOS + words + EOS + padding)
@@ -88,8 +88,8 @@ def _t5_encoder(vocab_size: int, seed: int) -> T5EncoderModel:
 
 def build_testbed_pipeline(seed: int = 0) -> StableDiffusion3Pipeline:
     """The untrained testbed pipeline (random weights), ready to be trained by ``lina world train``."""
-    tokenizers = [tiny_clip_tokenizer(TOKENIZER_WORDS, CLIP_LENGTH) for _ in range(2)]
-    tokenizer_3 = tiny_t5_tokenizer(TOKENIZER_WORDS, MAX_SEQUENCE_LENGTH)
+    tokenizers = [word_clip_tokenizer(TOKENIZER_WORDS, CLIP_LENGTH) for _ in range(2)]
+    tokenizer_3 = word_t5_tokenizer(TOKENIZER_WORDS, MAX_SEQUENCE_LENGTH)
     torch.manual_seed(seed)
     transformer = SD3Transformer2DModel(
         sample_size=SAMPLE_SIZE,
@@ -138,7 +138,7 @@ def build_unet_testbed_pipeline(seed: int = 0, prediction_type: str = "epsilon")
     """The untrained UNet testbed pipeline (random weights), trained by ``lina world train --family sd``."""
     if prediction_type not in ("epsilon", "v_prediction"):
         raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
-    tokenizer = tiny_clip_tokenizer(TOKENIZER_WORDS, CLIP_LENGTH)
+    tokenizer = word_clip_tokenizer(TOKENIZER_WORDS, CLIP_LENGTH)
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
         sample_size=SAMPLE_SIZE // 2,
