@@ -1,4 +1,4 @@
-"""bench/lisa_convergence.py: its metrics, its interleaving, and a tiny end-to-end run on both families."""
+"""bench/lisa/convergence.py: its metrics, its interleaving, and a tiny end-to-end run on both families."""
 
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ from lina.lisa.trainer import TrainConfig, train
 from lina.testing import tiny_sd3_pipeline
 
 torch.set_num_threads(1)
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "lisa"
 
 
 @pytest.fixture(scope="module")
 def convergence():
     sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("lisa_convergence", BENCH / "lisa_convergence.py")
+    spec = importlib.util.spec_from_file_location("lisa_convergence", BENCH / "convergence.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules["lisa_convergence"] = module
     spec.loader.exec_module(module)
@@ -52,7 +52,7 @@ def test_foreground_iou_known_answers(convergence):
 
 
 def test_edge_f1_known_answers(convergence):
-    from lisa_testbed_data import condition_map
+    from testbed_data import condition_map
 
     from PIL import Image
 

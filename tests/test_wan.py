@@ -239,7 +239,7 @@ def test_realsize_timing_bench_refuses_real_sizes_on_cpu_and_runs_reduced(capsys
 
     from lina.interventions.guidance import window_steps
 
-    path = Path(__file__).parents[1] / "bench" / "realsize_timing.py"
+    path = Path(__file__).parents[1] / "bench" / "overhead" / "realsize_timing.py"
     spec = importlib.util.spec_from_file_location("realsize_timing", path)
     bench = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, bench)

@@ -9,8 +9,8 @@ both see the same machine state; peak memory is measured per mode in a fresh chi
 peak RSS; CUDA: torch.cuda.max_memory_allocated). The theoretical floor of the time ratio for a
 contrast window f with classifier-free guidance is 1 + f/2 (a third branch during a fraction f).
 
-    python bench/overhead.py --steps 20 --size 64 --repeats 5
-    python bench/overhead.py --paths wan --size 32 --frames 9
+    python bench/overhead/overhead.py --steps 20 --size 64 --repeats 5
+    python bench/overhead/overhead.py --paths wan --size 32 --frames 9
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ seconds at which each run first reaches the plain ControlNet's final score (mean
 speed-ups against the plain arm, and the median seconds per step; writes ``results.md``,
 ``results.json`` and ``lisa_convergence.png`` (mean curves with min-max seed bands).
 
-    python bench/lisa_convergence.py --output-dir runs/lisa-convergence
+    python bench/lisa/convergence.py --output-dir runs/lisa-convergence
 """
 
 from __future__ import annotations
@@ -43,11 +43,11 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lisa_testbed_data import colour_edges, export  # noqa: E402
+from testbed_data import colour_edges, export  # noqa: E402
 
 from lina.lisa.trainer import TrainConfig, training_steps  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BASES = {"sd3": ROOT / "src/lina/assets/testbed", "sd": ROOT / "src/lina/assets/testbed_unet"}
 DEFAULT_SETTINGS = ["sd3:layout", "sd:layout", "sd:edges"]
 PLAIN = "controlnet"

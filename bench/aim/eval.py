@@ -1,10 +1,10 @@
 """OOD success of trained AIMs on the testbed, on the shared evaluation store.
 
 Each AIM predicts strengths for every OOD prompt; each (prompt, strengths) is judged on evaluation
-seeds 0..N-1 through the resumable store that `bench/aim_crossfit.py` and `bench/aim_ceiling.py`
+seeds 0..N-1 through the resumable store that `bench/aim/crossfit.py` and `bench/aim/ceiling.py`
 share, so settings judged before are not generated again.
 
-    python bench/aim_eval.py --eval runs/e20/eval --seeds 20 src/lina/assets/testbed_aim OLD_AIM_FOLDER
+    python bench/aim/eval.py --eval runs/e20/eval --seeds 20 src/lina/assets/testbed_aim OLD_AIM_FOLDER
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from lina.world.scenes import world_split
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("aims", nargs="+", type=Path, help="AIM folders (save_pretrained layout)")
-    parser.add_argument("--eval", type=Path, required=True, help="evaluation store (shared with bench/aim_crossfit.py)")
+    parser.add_argument("--eval", type=Path, required=True, help="evaluation store (shared with bench/aim/crossfit.py)")
     parser.add_argument("--seeds", type=int, default=20, help="evaluation seeds 0..N-1")
     parser.add_argument("--split", default="ood", help="testbed world split, e.g. ood or ood:0/2")
     parser.add_argument("--threads", type=int, default=2)

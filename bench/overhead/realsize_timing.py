@@ -15,8 +15,8 @@ the plain call of the same round. LINA's strengths: token_scale 1.8, shift_gain 
 over a window f of the steps (f = 0: no contrast). The rows column counts the denoiser's batch rows
 per call as measured (SD3 runs [uncond, cond] in one call; Wan calls cond and uncond apart).
 
-    python bench/realsize_timing.py                   # CUDA: real sizes
-    python bench/realsize_timing.py --reduced         # small configs (the default, and the only choice, on CPU)
+    python bench/overhead/realsize_timing.py                   # CUDA: real sizes
+    python bench/overhead/realsize_timing.py --reduced         # small configs (the default, and the only choice, on CPU)
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 roles, their token rows (the prompt encoding itself is the one the pipeline computes for generation
 anyway, so it is not counted). Target: <= 2 ms per prompt.
 
-    python bench/aim_latency.py --aim src/lina/assets/testbed_aim [OTHER_AIM ...]
+    python bench/aim/latency.py --aim src/lina/assets/testbed_aim [OTHER_AIM ...]
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ written something, i.e. during the work rather than while importing), rounds, re
 or one the uninterrupted run does not have) and differing (same key, other content), plus image and
 weight equality.
 
-    python bench/reliability.py                       # all three, 5 kills each
-    python bench/reliability.py --only search,eval --kills 5 --seed 0
+    python bench/reliability/reliability.py                       # all three, 5 kills each
+    python bench/reliability/reliability.py --only search,eval --kills 5 --seed 0
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LINA = [sys.executable, "-m", "lina"]
 EXPERIMENTS = ("search", "eval", "lisa")
 SEARCH_GRID = json.dumps({"contrast": [0, 2, 4], "token_scale": [1, 2]})

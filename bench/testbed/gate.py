@@ -6,10 +6,11 @@ Answers three questions before any LINA measurement is trusted:
    ||v(A rel B) - v(B rel A)|| / ||v_c - v_u||, which is 0 when the denoiser ignores word order.
 2. Does the OOD split leave headroom? Baseline success there should be low but not zero, and the
    in-distribution ("train") split should be high.
-3. Does each intervention, done here by hand from the pipeline's components, move OOD success, and
+3. Does each intervention, sampled through the shipped `LinaPipeline`, move OOD success, and
    contrastive guidance by more than plain extra guidance at the same total weight?
 
-    python bench/testbed_gate.py [--checkpoint DIR] [--steps 24] [--guidance 5] [--contrast 3]
+    python bench/testbed/gate.py [--checkpoint DIR] [--steps 24] [--guidance 5] [--contrast 3]
+    python bench/testbed/gate.py --limit 2 --steps 2 --grid /tmp/grid.png    # every code path, quickly
 
 Every setting uses the same images: sample i of a split starts from the noise of seed i.
 """
@@ -19,78 +20,49 @@ from __future__ import annotations
 import argparse
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
+from diffusers import StableDiffusion3Pipeline
 from PIL import Image
 
+from lina import Interventions, LinaPipeline
+from lina.interventions.strengths import NEUTRAL
 from lina.judges.testbed import TestbedJudge
+from lina.loading import sampling_defaults
 from lina.prompts.csg import CSG
 from lina.world import all_cells, world_sample, world_split
-from lina.world.model import CLIP_LENGTH, load_testbed_pipeline
+from lina.world.model import load_testbed_pipeline
 from lina.world.scenes import cell_prompts
 from lina.world.train import encode_prompts
 from lina.world.vocabulary import CATEGORIES
 
 
+GRID = Path(__file__).parent / "results" / "gate" / "grid.png"
+
+
 @dataclass(frozen=True)
 class Setting:
+    """One row of the table: a CFG scale and LINA's strengths (neutral: the plain pipeline)."""
+
     name: str
     guidance: float
-    contrast: float = 0.0
-    negative: str = "neutral"  # or "counterfactual"
-    window: float = 0.25
-    token_scale: float = 1.0
-    shift_gain: float = 1.0
+    interventions: Interventions = field(default=NEUTRAL)
 
 
-def _relation_rows(csg: CSG) -> list[int]:
-    """Rows of the relation words in SD3's joint prompt embedding (CLIP rows, then T5 rows)."""
-    rows = []
-    for relation in csg.relations:
-        start, end = relation.span
-        first, last = len(csg.prompt[:start].split()), len(csg.prompt[: end - 1].split()) - 1
-        for word in range(first, last + 1):
-            rows += [word + 1, CLIP_LENGTH + word]  # CLIP has a BOS token, T5 has none
-    return rows
-
-
-@torch.no_grad()
-def sample(pipe: StableDiffusion3Pipeline, csgs: list[CSG], seeds: list[int], setting: Setting, steps: int, batch: int = 48):
-    """CFG sampling with the setting's interventions: relation-token scaling on the conditional
-    prompt, ``contrast * (v_c - v_negative)`` in the first ``window`` of the steps, and the
-    flow-matching shift multiplied by ``shift_gain``."""
+def sample(lina: LinaPipeline, csgs: list[CSG], seeds: list[int], setting: Setting, steps: int,
+           batch: int = 48) -> list[Image.Image]:
+    """Images of the world's prompts through the shipped ``LinaPipeline`` (the model's sampling
+    settings, ``steps`` steps, the setting's CFG scale and strengths); sample i starts from seed i's noise."""
+    kwargs = {**sampling_defaults(lina), "num_inference_steps": steps, "guidance_scale": setting.guidance}
     images = []
     for start in range(0, len(csgs), batch):
         chunk = csgs[start : start + batch]
-        n = len(chunk)
-        negatives = [getattr(c, f"{setting.negative}_prompt") for c in chunk] if setting.contrast else []
-        embeds, pooled = encode_prompts(pipe, [""] * n + [c.prompt for c in chunk] + negatives)
-        for i, csg in enumerate(chunk):
-            embeds[n + i, _relation_rows(csg)] *= setting.token_scale
-        latents = torch.cat([torch.randn((1, 4, 32, 32), generator=torch.Generator().manual_seed(s)) for s in seeds[start : start + n]])
-        shift = pipe.scheduler.config.shift * setting.shift_gain
-        scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config, shift=shift)
-        scheduler.set_timesteps(steps)
-        for i, t in enumerate(scheduler.timesteps):
-            use_contrast = setting.contrast and i < round(setting.window * steps)
-            k = 3 if use_contrast else 2
-            branches = pipe.transformer(
-                hidden_states=latents.repeat(k, 1, 1, 1),
-                encoder_hidden_states=embeds[: k * n],
-                pooled_projections=pooled[: k * n],
-                timestep=t.expand(k * n),
-                return_dict=False,
-            )[0]
-            v_u, v_c = branches[:n], branches[n : 2 * n]
-            v = v_u + setting.guidance * (v_c - v_u)
-            if use_contrast:
-                v = v + setting.contrast * (v_c - branches[2 * n :])
-            latents = scheduler.step(v, t, latents).prev_sample
-        decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor).sample
-        images += pipe.image_processor.postprocess(decoded, output_type="pil")
+        generators = [torch.Generator().manual_seed(s) for s in seeds[start : start + len(chunk)]]
+        images += lina([c.prompt for c in chunk], setting.interventions, csgs=chunk, generator=generators,
+                       **kwargs).images
     return images
 
 
@@ -136,7 +108,7 @@ def success_by_category(samples, images) -> dict[str, float]:
 
 
 def _row(split: str, name: str, table: dict[str, float]) -> str:
-    return f"| {split:<5} | {name:<36} | " + " | ".join(f"{100 * table[c]:5.1f}" for c in (*CATEGORIES, "all")) + " |"
+    return f"| {split:<5} | {name:<36} | " + " | ".join(f"{100 * table[c]:5.1f}" if c in table else "    -" for c in (*CATEGORIES, "all")) + " |"
 
 
 def main() -> None:
@@ -150,43 +122,49 @@ def main() -> None:
     parser.add_argument("--shift-gain", type=float, default=2.0)
     parser.add_argument("--split-seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--grid", default="bench/testbed_gate.png")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N prompts of each set (a quick run)")
+    parser.add_argument("--grid", type=Path, default=GRID, help="where to write the image grid")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pipe = load_testbed_pipeline(args.checkpoint)
+    pipe.set_progress_bar_config(disable=True)
+    lina = LinaPipeline.from_pipe(pipe)
     started = time.monotonic()
     w, beta = args.guidance, args.contrast
     baseline = Setting(f"baseline (w={w})", w)
 
-    prompts = unbiased_prompts()
+    prompts = unbiased_prompts()[: args.limit]
     csgs = [world_sample(p).csg for p in prompts]
-    judgements = TestbedJudge().judge(sample(pipe, csgs, list(range(len(csgs))), baseline, args.steps), csgs)
+    judgements = TestbedJudge().judge(sample(lina, csgs, list(range(len(csgs))), baseline, args.steps), csgs)
     relation_ok = [next(a.passed for a in j.atoms if a.atom.kind == "relation") for j in judgements]
     ratios = swap_ratio(pipe, prompts)
     print(f"## Gate (steps {args.steps}, guidance {w})\n")
     print(f"unbiased-pair relation accuracy: {100 * np.mean(relation_ok):.1f}% over {len(prompts)} prompts (chance ~50%)")
     print("swap ratio ||v(A rel B) - v(B rel A)|| / ||v_c - v_u|| (median): " + ", ".join(f"sigma {s}: {r:.2f}" for s, r in ratios.items()))
 
+    contrast = NEUTRAL.replace(contrast=beta, contrast_window=args.window)
     settings = [
         baseline,
         Setting(f"guidance only (w={w + beta})", w + beta),
-        Setting(f"contrast neutral (b={beta})", w, beta, "neutral", args.window),
-        Setting(f"contrast counterfactual (b={beta})", w, beta, "counterfactual", args.window),
-        Setting(f"token scale {args.token_scale}", w, token_scale=args.token_scale),
-        Setting(f"shift gain {args.shift_gain}", w, shift_gain=args.shift_gain),
-        Setting("counterfactual + token + shift", w, beta, "counterfactual", args.window, args.token_scale, args.shift_gain),
+        Setting(f"contrast neutral (b={beta})", w, contrast.replace(contrast_prompt="neutral")),
+        Setting(f"contrast counterfactual (b={beta})", w, contrast.replace(contrast_prompt="counterfactual")),
+        Setting(f"token scale {args.token_scale}", w, NEUTRAL.replace(token_scale=args.token_scale)),
+        Setting(f"shift gain {args.shift_gain}", w, NEUTRAL.replace(shift_gain=args.shift_gain)),
+        Setting("counterfactual + token + shift", w, contrast.replace(contrast_prompt="counterfactual",
+                                                                     token_scale=args.token_scale,
+                                                                     shift_gain=args.shift_gain)),
     ]
     rows, grid = [], []
     for split in ("ood", "train"):
-        samples = world_split(split, args.split_seed)
+        samples = world_split(split, args.split_seed)[: args.limit]
         seeds = list(range(len(samples)))
         for setting in settings:
-            images = sample(pipe, [s.csg for s in samples], seeds, setting, args.steps)
+            images = sample(lina, [s.csg for s in samples], seeds, setting, args.steps)
             rows.append(_row(split, setting.name, success_by_category(samples, images)))
             if setting in (baseline, settings[3]):
                 grid.append(images[::8])
             print(rows[-1], flush=True)
-    print(f"\n## Success (%) per category, {len(world_split('ood'))} images per split and setting, window {args.window}\n")
+    print(f"\n## Success (%) per category, {len(samples)} images per split and setting, window {args.window}\n")
     print("| split | setting                              | " + " | ".join(f"{c[:5]:>5}" for c in (*CATEGORIES, "all")) + " |")
     print("|---|---|" + "---|" * (len(CATEGORIES) + 1))
     print("\n".join(rows))
@@ -194,6 +172,7 @@ def main() -> None:
     for r, line in enumerate(grid):
         for c, image in enumerate(line):
             canvas.paste(image, (32 * c, 32 * r))
+    args.grid.parent.mkdir(parents=True, exist_ok=True)
     canvas.resize((canvas.width * 3, canvas.height * 3), Image.Resampling.NEAREST).save(args.grid)
     print(f"\n{time.monotonic() - started:.0f} s; samples (rows: ood baseline, ood counterfactual, train baseline, train counterfactual) in {args.grid}")
 

@@ -2,7 +2,7 @@
 training hard cases in a copy of a search folder; then sweep them like the others:
 
     cp -r runs/xfit runs/xfit_wide
-    python bench/aim_mine_unused.py --out runs/xfit_wide          # 32 prompts -> 12 hard cases, 1 min
+    python bench/aim/mine_unused.py --out runs/xfit_wide          # 32 prompts -> 12 hard cases, 1 min
     lina search sweep --out runs/xfit_wide --seeds 48 --top 12 --top-seeds 12   # 156 new pairs, 12.5 min
 
 The hard cases go to OUT/hard_cases-unused.jsonl (the readers merge every hard_cases-*.jsonl); seeds and

@@ -1,6 +1,6 @@
 """Parsing quality and latency: (subject, predicate, object) triples against hand-written answers.
 
-The prompts (``bench/data/parse_prompts.tsv``) are written in the styles of GenEval, T2I-CompBench
+The prompts (``bench/parse/prompts.tsv``) are written in the styles of GenEval, T2I-CompBench
 (spatial, 3D spatial, non-spatial), Winoground and PAP, plus the constructions that need a real
 parse (relative clauses, participles after a prepositional phrase, fronted and inverted phrases,
 coordination, passives). Each has the triples a reader takes from it. Predicates are compared by
@@ -13,7 +13,7 @@ dependency parse (an installed spaCy English pipeline with a parser) and the lex
 prompts (a missed triple and an invented one both count against it); "prompts exact" is the share of
 prompts whose triple set is exactly the expected one.
 
-    OMP_NUM_THREADS=1 python bench/parse_quality.py [--rounds 5] [--errors] [--json out.json]
+    OMP_NUM_THREADS=1 python bench/parse/quality.py [--rounds 5] [--errors] [--json out.json]
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ import spacy  # noqa: E402
 from lina.prompts import CSG, parse_prompt, relation_sense  # noqa: E402
 from lina.prompts.parse import dependency_pipeline, parser_description  # noqa: E402
 
-DATA = Path(__file__).parent / "data" / "parse_prompts.tsv"
-HELD_OUT = Path(__file__).parent / "data" / "parse_prompts_heldout.tsv"
+DATA = Path(__file__).parent / "prompts.tsv"
+HELD_OUT = Path(__file__).parent / "prompts_heldout.tsv"
 Triple = tuple[str, str, str]
 
 

@@ -16,11 +16,11 @@ over the same hard cases (`lina.aim.GainTable.best_single`): the same menu and t
 choice for all prompts. Every judged image goes through a resumable store (the search's for tuning,
 ``OUT/eval`` for evaluation).
 
-    python bench/aim_crossfit.py --search runs/xfit --out runs/xfit-eval --seeds 5 --search-seeds 6
+    python bench/aim/crossfit.py --search runs/xfit --out runs/xfit-eval --seeds 5 --search-seeds 6
 
 After ``lina search sweep --out runs/xfit --seeds 24`` (dense gains, 24 seeds):
 
-    python bench/aim_crossfit.py --search runs/xfit --out runs/e20/sweep24 --seeds 20 --search-seeds 24 \
+    python bench/aim/crossfit.py --search runs/xfit --out runs/e20/sweep24 --seeds 20 --search-seeds 24 \
         --labels gains --fixed codebook
 """
 
@@ -43,7 +43,7 @@ from lina.world.scenes import world_prompts, world_split
 
 GRID = {"contrast": [0, 1.5, 3, 6], "contrast_window": [0.25, 0.5, 0.75], "contrast_prompt": ["neutral", "counterfactual"],
         "token_scale": [1, 2], "shift_gain": [1, 2]}
-METHODS = ("baseline", "best fixed", "AIM")
+COMPARED = ("baseline", "best fixed", "AIM")
 
 
 def _prompts(split: str) -> dict:
@@ -147,7 +147,7 @@ def main() -> None:
         for prompt in tqdm(prompts, desc=f"eval {protocol} {fold}"):
             category = world_prompts()[prompt][0].category
             settings = {"baseline": NEUTRAL, "best fixed": fixed, "AIM": predicted[prompt]}
-            for method in METHODS:
+            for method in COMPARED:
                 rate = evaluator(prompt, evaluate_on[prompt], settings[method]).pass_rate
                 rates[(protocol, method, "ALL")][prompt] = rate
                 rates[(protocol, method, category)][prompt] = rate
@@ -166,14 +166,14 @@ def main() -> None:
         for category in categories:
             if (protocol, "AIM", category) not in rates:
                 continue
-            est = {m: bootstrap_ci(list(rates[(protocol, m, category)].values())) for m in METHODS}
+            est = {m: bootstrap_ci(list(rates[(protocol, m, category)].values())) for m in COMPARED}
             shared = sorted(rates[(protocol, "AIM", category)])
             delta = bootstrap_ci([rates[(protocol, "AIM", category)][p] - rates[(protocol, "best fixed", category)][p]
                                   for p in shared])
             rows.append({"protocol": protocol, "category": category, "prompts": len(shared),
                          **{m: {"rate": e.rate, "ci": [e.low, e.high]} for m, e in est.items()},
                          "aim_minus_fixed": {"rate": delta.rate, "ci": [delta.low, delta.high]}})
-            cells = " | ".join(f"{100 * est[m].rate:.1f}%" for m in METHODS)
+            cells = " | ".join(f"{100 * est[m].rate:.1f}%" for m in COMPARED)
             lines.append(f"| {protocol} | {category} | {len(shared)} | {cells} | {100 * delta.rate:+.1f} "
                          f"[{100 * delta.low:+.1f}, {100 * delta.high:+.1f}] |")
     table = "\n".join(lines)
@@ -198,7 +198,7 @@ def _plot(rows: list[dict], path: Path) -> None:
     for ax, protocol in zip(axes[0], protocols):
         mine = [r for r in rows if r["protocol"] == protocol]
         width = 0.27
-        for i, method in enumerate(METHODS):
+        for i, method in enumerate(COMPARED):
             xs = [j + (i - 1) * width for j in range(len(mine))]
             values = [100 * r[method]["rate"] for r in mine]
             errors = [[100 * (r[method]["rate"] - r[method]["ci"][0]) for r in mine],

@@ -4,9 +4,9 @@ Two conditions, both white on black:
 - ``layout``: every pixel that is not background (the scene's layout mask);
 - ``edges``: every pixel whose colour differs from its right or lower neighbour (the outlines of
   shapes, mirrors, lamps, jars and fill levels), a sparser condition in the spirit of fill50k.
-``bench/lisa_convergence.py`` scores generated images against them (foreground IoU, edge F1).
+``bench/lisa/convergence.py`` scores generated images against them (foreground IoU, edge F1).
 
-    python bench/lisa_testbed_data.py --out runs/lisa-data --train 2000 --validation 32 --condition layout
+    python bench/lisa/testbed_data.py --out runs/lisa-data --train 2000 --validation 32 --condition layout
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ interleaved (repeat r runs every command of every source once, in turn), so load
 hits all of them alike. `--baseline REV` also times the package as it was at a git revision
 (extracted with `git archive`), for a before/after table.
 
-    python bench/cli_startup.py --repeats 7 --baseline 2ac2b2b
+    python bench/startup/cli_startup.py --repeats 7 --baseline 2ac2b2b
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMMANDS = {
     "python -c pass": ["-c", "pass"],
     "lina --help": ["-m", "lina", "--help"],

@@ -6,7 +6,7 @@ all hard cases (minus any held-out split), through the search's candidate store:
 per-prompt search already judged are reused seed by seed, the rest are generated and stored, so a
 killed run resumes.
 
-    python bench/best_fixed.py --search runs/xfit --seeds 6 --holdout-split ood:0/2 --out runs/xfit/fixed-0.json
+    python bench/aim/best_fixed.py --search runs/xfit --seeds 6 --holdout-split ood:0/2 --out runs/xfit/fixed-0.json
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ control contrasts against the empty prompt: the same extra guidance, in the same
 relation information, so a gain of a contrast setting over it is due to the negative prompt's
 content. Results are cached in --out (resumable); the table prints success per split and category.
 
-    python bench/testbed_ablation.py --out runs/ablation --seeds 4
+    python bench/testbed/ablation.py --out runs/ablation --seeds 4
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ category, as judged on the other folds' images (dense labels, all evaluation see
 like the ones scored). What a per-category choice gains over a single setting there is about what
 an AIM that recognises the category could gain from such labels.
 
-    python bench/aim_ceiling.py --search runs/xfit --eval runs/e20/eval --seeds 20 --settings 12
+    python bench/aim/ceiling.py --search runs/xfit --eval runs/e20/eval --seeds 20 --settings 12
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from lina.world.scenes import cell_fold, world_prompts, world_split
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--search", type=Path, required=True, help="folder of `lina search mine/tune` over train + ood")
-    parser.add_argument("--eval", type=Path, required=True, help="evaluation store (shared with bench/aim_crossfit.py)")
+    parser.add_argument("--eval", type=Path, required=True, help="evaluation store (shared with bench/aim/crossfit.py)")
     parser.add_argument("--out", type=Path, default=None, help="where to write ceiling.{md,json} (default: --eval's parent)")
     parser.add_argument("--seeds", type=int, default=20, help="evaluation seeds 0..N-1")
     parser.add_argument("--search-seeds", type=int, default=12)

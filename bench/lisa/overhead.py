@@ -6,8 +6,8 @@ variants round by round in one process so that machine noise hits them alike. In
 condition latents, text embeddings) are precomputed: data loading, VAE and text encoders are the
 same for every variant and would only dilute the ratio.
 
-    python bench/lisa_overhead.py                       # in-code SD3 model (testbed-sized)
-    python bench/lisa_overhead.py --pretrained PATH     # the transformer of a saved SD3 pipeline
+    python bench/lisa/overhead.py                       # in-code SD3 model (testbed-sized)
+    python bench/lisa/overhead.py --pretrained PATH     # the transformer of a saved SD3 pipeline
 """
 
 from __future__ import annotations
