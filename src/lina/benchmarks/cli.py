@@ -12,15 +12,17 @@ from typing import Optional
 
 import typer
 
+from lina.benchmarks.items import BENCHMARKS
 from lina.cli_options import strength_options
 from lina.interventions.strengths import NEUTRAL
+from lina.sources import JUDGES
 
 @strength_options()
 def evaluate(
-    benchmark: str = typer.Option(..., help="winoground, pap or testbed."),
+    benchmark: str = typer.Option(..., help=f"One of {', '.join(BENCHMARKS)}."),
     out: Path = typer.Option(..., help="Output folder (records, images, summary.json, report.html)."),
     model: str = typer.Option("testbed", help="'testbed', a hub id or a local diffusers pipeline folder."),
-    judge: str = typer.Option("testbed", help="'testbed' (programmatic) or 'qwen2.5-vl'."),
+    judge: str = typer.Option("testbed", help=f"One of {', '.join(JUDGES)} ('testbed': the programmatic judge)."),
     judge_model: Optional[str] = typer.Option(None, help="Qwen2.5-VL id or local path."),
     data: Optional[Path] = typer.Option(None, help="Local dataset folder (winoground, pap)."),
     subset: str = typer.Option("all", help="pap: all, ood or in_distribution; testbed: all, ood, train or a fold such as ood:0/2."),
