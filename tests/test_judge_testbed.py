@@ -130,3 +130,19 @@ def test_blank_image_fails_every_entity():
     assert not judgement.passed
     assert all(not a.passed for a in judgement.atoms)
     assert judgement.score < 0.1
+
+
+def test_every_registered_judge_resolves_to_a_class_with_load_and_judge():
+    from importlib import import_module
+
+    from lina.sources import JUDGES, load_judge
+
+    for name, target in JUDGES.items():
+        module, _, cls = target.partition(":")
+        judge_cls = getattr(import_module(module), cls)
+        assert judge_cls.name == name and callable(judge_cls.load) and callable(judge_cls.judge)
+    assert type(load_judge("testbed")).__name__ == "TestbedJudge"
+    with pytest.raises(ValueError, match="choose one of testbed, qwen2.5-vl"):
+        load_judge("gpt")
+    with pytest.raises(ValueError, match="drop --judge-model"):
+        load_judge("testbed", "some/model")

@@ -10,7 +10,12 @@ from lina.prompts.csg import CSG
 
 TESTBED = "testbed"
 TINY = "tiny-random-sd3"
-JUDGES = ("testbed", "qwen2.5-vl")
+# Every judge the CLI can name, as "module:Class"; the class builds itself with
+# ``Class.load(model=None, dtype=..., device=...)`` (``model``: a checkpoint, for judges that have one).
+JUDGES: dict[str, str] = {
+    "testbed": "lina.judges.testbed:TestbedJudge",
+    "qwen2.5-vl": "lina.judges.vlm:VlmJudge",
+}
 
 
 def load_model(model: str, dtype: str = "float32", device: str | None = None):
@@ -54,15 +59,13 @@ def load_aim(aim: str | Path):
 
 
 def load_judge(name: str, judge_model: str | None = None, dtype: str = "auto", device: str | None = None):
-    if name == "testbed":
-        from lina.judges.testbed import TestbedJudge
+    """The judge registered as ``name`` in `JUDGES`; ``judge_model`` is its checkpoint (None: its default)."""
+    if name not in JUDGES:
+        raise ValueError(f"unknown judge {name!r}; choose one of {', '.join(JUDGES)}")
+    from importlib import import_module
 
-        return TestbedJudge()
-    if name == "qwen2.5-vl":
-        from lina.judges.vlm import VlmJudge
-
-        return VlmJudge.from_pretrained(judge_model or "Qwen/Qwen2.5-VL-7B-Instruct", dtype=dtype, device=device)
-    raise ValueError(f"unknown judge {name!r}; choose one of {JUDGES}")
+    module, _, cls = JUDGES[name].partition(":")
+    return getattr(import_module(module), cls).load(model=judge_model, dtype=dtype, device=device)
 
 
 def load_items(prompts: Path | None = None, world_split: str | Sequence[str] | None = None, limit: int | None = None,

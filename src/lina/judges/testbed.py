@@ -144,6 +144,13 @@ class TestbedJudge:
 
     name = "testbed"
 
+    @classmethod
+    def load(cls, model: str | None = None, **_: object) -> TestbedJudge:
+        """The judge (it has no checkpoint: ``model`` must be None; dtype and device do not apply)."""
+        if model is not None:
+            raise ValueError(f"the testbed judge has no model; drop --judge-model {model!r}")
+        return cls()
+
     def judge(self, images: Sequence[Image.Image], csgs: Sequence[CSG]) -> list[Judgement]:
         if len(images) != len(csgs):
             raise ValueError(f"got {len(images)} images for {len(csgs)} CSGs")

@@ -89,6 +89,12 @@ class VlmJudge:
         self._no_ids = _single_token_ids(tokenizer, NO_ANSWERS)
 
     @classmethod
+    def load(cls, model: str | Path | None = None, dtype: str | torch.dtype = "auto",
+             device: str | torch.device | None = None) -> VlmJudge:
+        """`from_pretrained` with the CLI's options (``model`` None: the default checkpoint)."""
+        return cls.from_pretrained(model or DEFAULT_MODEL_ID, dtype=dtype, device=device)
+
+    @classmethod
     def from_pretrained(
         cls,
         path_or_id: str | Path = DEFAULT_MODEL_ID,
