@@ -179,3 +179,77 @@ def test_klein_interventions(klein_pipe):
     _untouched_klein = klein_pipe.scheduler is scheduler and HOOK_NAME not in getattr(
         klein_pipe.transformer.__dict__.get("_diffusers_hook"), "hooks", {})
     assert _untouched_klein and np.array_equal(plain(), reference)
+
+
+# -- FLUX.2 [dev] --------------------------------------------------------------------------------
+FLUX2 = dict(max_sequence_length=64)
+
+
+@pytest.fixture(scope="module")
+def flux2_pipe():
+    from lina.testing import tiny_flux2_pipeline
+
+    pipe = tiny_flux2_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _flux2_plain(pipe, prompt=PROMPT):
+    return pipe(prompt=prompt, generator=_gen(), **SIZE, **FLUX2).images  # (its first positional argument is image)
+
+
+def test_flux2_masked_rows_are_the_relation_words_in_the_pipeline_embedding(flux2_pipe):
+    """Row r of the embedding is token r of the chat template (system turn first, left padding): the
+    masked rows decode to the relation words and are those tokens' stacked hidden states."""
+    slot = adapter_for(flux2_pipe).encoder_slots(64)[0]
+    assert slot.template.index("[INST]{}[/INST]") > slot.template.index("[/SYSTEM_PROMPT]") > 0
+    spans = [parse_prompt(p).relation_spans for p in PROMPTS]
+    masks = token_masks(slot.tokenizer, PROMPTS, spans, 64, slot.template, slot.prefix, slot.padded)
+    embeds, _ = flux2_pipe.encode_prompt(PROMPTS, max_sequence_length=64)
+    for prompt, mask, rows in zip(PROMPTS, masks, embeds):
+        ids = slot.tokenizer(slot.template.format(prompt), padding="max_length", max_length=64, truncation=True,
+                             add_special_tokens=False, return_tensors="pt")
+        assert ids.input_ids[0, 0] == slot.tokenizer.pad_token_id  # left-padded: the prompt's rows are shifted
+        assert slot.tokenizer.decode(ids.input_ids[0][mask]).strip() == _relation_text(prompt)
+        out = flux2_pipe.text_encoder(**ids, output_hidden_states=True)
+        stacked = torch.cat([out.hidden_states[k][0] for k in (10, 20, 30)], dim=-1)
+        torch.testing.assert_close(rows[mask], stacked[mask], atol=1e-5, rtol=1e-5)
+
+
+def test_flux2_neutral_strengths_reproduce_the_plain_pipeline(flux2_pipe):
+    reference = _flux2_plain(flux2_pipe)
+    assert np.array_equal(_lina(flux2_pipe, Interventions(), **FLUX2), reference)
+    assert np.array_equal(_lina(flux2_pipe, Interventions(contrast=5.0, contrast_window=0.0), **FLUX2), reference)
+
+
+def test_flux2_contrast_adds_rows_inside_the_window_only(flux2_pipe):
+    reference, scheduler = _flux2_plain(flux2_pipe), flux2_pipe.scheduler
+    with denoiser_batches(flux2_pipe.transformer) as sizes:
+        out = _lina(flux2_pipe, Interventions(contrast=3.0, contrast_window=0.5), prompt=PROMPTS, **FLUX2)
+    assert sizes == [4, 4, 2, 2]  # guidance-distilled: one call per step, the two negatives joined to it
+    plain = flux2_pipe(prompt=PROMPTS, generator=_gen(), **SIZE, **FLUX2).images
+    assert np.isfinite(out).all() and not np.allclose(out, plain, atol=1e-6)
+    assert flux2_pipe.scheduler is scheduler and HOOK_NAME not in getattr(
+        flux2_pipe.transformer.__dict__.get("_diffusers_hook"), "hooks", {})
+    assert "forward" not in flux2_pipe.transformer.__dict__
+    assert np.array_equal(_flux2_plain(flux2_pipe), reference)
+
+
+def test_flux2_token_scale_changes_exactly_the_relation_rows(flux2_pipe):
+    captured = []
+    handle = flux2_pipe.transformer.register_forward_pre_hook(
+        lambda m, a, kw: captured.append(kw["encoder_hidden_states"][0].clone()), with_kwargs=True
+    )
+    try:
+        scaled_out = _lina(flux2_pipe, Interventions(token_scale=2.0), **FLUX2)
+        plain_out = _flux2_plain(flux2_pipe)
+    finally:
+        handle.remove()
+    steps = SIZE["num_inference_steps"]
+    scaled, plain = captured[0], captured[steps]
+    slot = adapter_for(flux2_pipe).encoder_slots(64)[0]
+    mask = token_masks(slot.tokenizer, [PROMPT], [parse_prompt(PROMPT).relation_spans], 64, slot.template)[0]
+    changed = (scaled != plain).any(dim=-1)
+    assert mask.sum() == 3 and torch.equal(changed, mask)
+    torch.testing.assert_close(scaled[mask], 2 * plain[mask], atol=0, rtol=0)
+    assert not np.allclose(scaled_out, plain_out, atol=1e-6)
