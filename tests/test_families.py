@@ -81,28 +81,99 @@ def test_qwen_neutral_strengths_reproduce_the_plain_pipeline(qwen_pipe):
     assert np.array_equal(_lina(qwen_pipe, Interventions(contrast=5.0, contrast_window=0.0)), reference)
 
 
-def test_qwen_token_scale_reaches_the_transformer_on_the_relation_rows_only(qwen_pipe, caplog):
+class _txt_norm_io:
+    """Record the input and output of every call of the transformer's ``txt_norm`` (the output as the
+    transformer reads it, after any LINA hook)."""
+
+    def __init__(self, pipe):
+        self.module, self.calls = pipe.transformer.txt_norm, []
+
+    def __enter__(self):
+        self._handle = self.module.register_forward_hook(lambda m, a, out: self.calls.append((a[0].clone(), out.clone())))
+        return self.calls
+
+    def __exit__(self, *exc):
+        self._handle.remove()
+
+
+def _qwen_relation_mask(pipe, prompts, length):
+    slot = adapter_for(pipe).encoder_slots(512)[0]
+    spans = [parse_prompt(p).relation_spans for p in prompts]
+    return token_masks(slot.tokenizer, prompts, spans, 512, slot.template, slot.prefix, slot.padded)[:, :length]
+
+
+def _qwen_hooks_removed(pipe):
+    norm = pipe.transformer.txt_norm
+    return "_diffusers_hook" not in norm.__dict__ and "forward" not in norm.__dict__
+
+
+def test_qwen_token_scale_acts_on_the_relation_rows_after_txt_norm(qwen_pipe, caplog):
+    """txt_norm RMS-normalises each text row, so the relation rows are scaled at its output: exactly
+    2x the plain pipeline's normalised rows there, bitwise equal elsewhere; the embeddings handed to the
+    transformer are the plain ones."""
     import logging
 
-    captured = []
-    handle = qwen_pipe.transformer.register_forward_pre_hook(
-        lambda m, a, kw: captured.append(kw["encoder_hidden_states"][0].clone()), with_kwargs=True
-    )
-    try:
-        with caplog.at_level(logging.WARNING, logger="lina"):
-            _lina(qwen_pipe, Interventions(token_scale=2.0))
-        _plain(qwen_pipe)
-    finally:
-        handle.remove()
-    assert "txt_norm" in caplog.text  # the transformer normalises the rows again: the user is told
-    steps = SIZE["num_inference_steps"]
-    scaled, plain = captured[0], captured[steps]
-    changed = ~torch.isclose(scaled, plain).all(dim=-1)
-    slot = adapter_for(qwen_pipe).encoder_slots(512)[0]
-    mask = token_masks(slot.tokenizer, [PROMPT], [parse_prompt(PROMPT).relation_spans], 512, slot.template,
-                       slot.prefix, slot.padded)[0, : len(plain)]
-    assert torch.equal(changed, mask) and mask.sum() == 3
-    torch.testing.assert_close(scaled[mask], 2 * plain[mask])
+    with _txt_norm_io(qwen_pipe) as plain_calls:
+        plain = _plain(qwen_pipe)
+    with caplog.at_level(logging.WARNING, logger="lina"), _txt_norm_io(qwen_pipe) as calls:
+        scaled = _lina(qwen_pipe, Interventions(token_scale=2.0))
+    assert not [r for r in caplog.records if r.name == "lina"]  # nothing to warn about: the scale acts
+    assert len(calls) == len(plain_calls) == SIZE["num_inference_steps"]
+    (given, out), (plain_given, plain_out) = calls[0], plain_calls[0]
+    assert torch.equal(given, plain_given)
+    mask = _qwen_relation_mask(qwen_pipe, [PROMPT], given.shape[1])[0]
+    assert mask.sum() == 3
+    assert torch.equal(out[0, mask], 2 * plain_out[0, mask]) and torch.equal(out[0, ~mask], plain_out[0, ~mask])
+    assert np.isfinite(scaled).all() and not np.allclose(scaled, plain, atol=1e-6)
+    assert _qwen_hooks_removed(qwen_pipe)
+
+
+def test_qwen_phrase_weights_act_after_txt_norm(qwen_pipe):
+    with _txt_norm_io(qwen_pipe) as plain_calls:
+        plain = _plain(qwen_pipe)
+    with _txt_norm_io(qwen_pipe) as calls:
+        weighted = _lina(qwen_pipe, None, prompt="a red ball on top of a (mirror:1.5)")
+    out, plain_out = calls[0][1][0], plain_calls[0][1][0]
+    changed = (out != plain_out).any(dim=-1)
+    assert changed.sum() == 1  # the one token of "mirror"
+    torch.testing.assert_close(out[changed], 1.5 * plain_out[changed], atol=0, rtol=0)
+    assert not np.allclose(weighted, plain, atol=1e-6)
+
+
+def test_qwen_token_scale_scales_only_the_prompts_rows_of_a_joined_or_guided_call(qwen_pipe):
+    """With the contrast the prompts and their negatives share one padded call: only the prompts' rows
+    are scaled. Under true CFG the negative prompt's call is left as it is."""
+    setting = dict(contrast=3.0, contrast_window=0.5, contrast_prompt="counterfactual")
+    with _txt_norm_io(qwen_pipe) as reference:
+        _lina(qwen_pipe, Interventions(**setting), prompt=PROMPTS)
+    with _txt_norm_io(qwen_pipe) as calls:
+        _lina(qwen_pipe, Interventions(token_scale=2.0, **setting), prompt=PROMPTS)
+    (given, out), ref_out = calls[0], reference[0][1]
+    assert given.shape[0] == 4 and torch.equal(given, reference[0][0])
+    length = adapter_for(qwen_pipe).encode(PROMPTS, 512).embeds.shape[1]
+    mask = torch.zeros(out.shape[:2], dtype=torch.bool)
+    mask[:2, :length] = _qwen_relation_mask(qwen_pipe, PROMPTS, length)
+    assert mask.sum() > 3
+    assert torch.equal(out[mask], 2 * ref_out[mask]) and torch.equal(out[~mask], ref_out[~mask])
+
+    cfg = dict(negative_prompt="blurry", true_cfg_scale=3.0)
+    with _txt_norm_io(qwen_pipe) as plain_calls:
+        _plain(qwen_pipe, **cfg)
+    with _txt_norm_io(qwen_pipe) as calls:
+        _lina(qwen_pipe, Interventions(token_scale=2.0), **cfg)
+    assert len(calls) == 2 * SIZE["num_inference_steps"]
+    assert not torch.equal(calls[0][1], plain_calls[0][1]) and torch.equal(calls[1][1], plain_calls[1][1])
+
+
+def test_qwen_token_row_hook_is_removed_when_the_call_raises(qwen_pipe):
+    def fail(*args):
+        raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        _lina(qwen_pipe, Interventions(token_scale=2.0, contrast=3.0), callback_on_step_end=fail)
+    assert _qwen_hooks_removed(qwen_pipe)
+    registry = qwen_pipe.transformer.__dict__.get("_diffusers_hook")
+    assert registry is None or HOOK_NAME not in registry.hooks
 
 
 def test_qwen_contrast_is_one_batched_call_inside_the_window_and_changes_the_output(qwen_pipe):
@@ -236,15 +307,20 @@ def test_flux2_contrast_adds_rows_inside_the_window_only(flux2_pipe):
 
 
 def test_flux2_token_scale_changes_exactly_the_relation_rows(flux2_pipe):
-    captured = []
-    handle = flux2_pipe.transformer.register_forward_pre_hook(
-        lambda m, a, kw: captured.append(kw["encoder_hidden_states"][0].clone()), with_kwargs=True
-    )
+    """The scaled prompt rows reach the transformer, and its first text module (a bias-free linear
+    projection, no normalisation) carries the scale on: FLUX.2 needs no scaling after a norm."""
+    captured, projected = [], []
+    handles = [
+        flux2_pipe.transformer.register_forward_pre_hook(
+            lambda m, a, kw: captured.append(kw["encoder_hidden_states"][0].clone()), with_kwargs=True),
+        flux2_pipe.transformer.context_embedder.register_forward_hook(lambda m, a, out: projected.append(out[0].clone())),
+    ]
     try:
         scaled_out = _lina(flux2_pipe, Interventions(token_scale=2.0), **FLUX2)
         plain_out = _flux2_plain(flux2_pipe)
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
     steps = SIZE["num_inference_steps"]
     scaled, plain = captured[0], captured[steps]
     slot = adapter_for(flux2_pipe).encoder_slots(64)[0]
@@ -252,4 +328,7 @@ def test_flux2_token_scale_changes_exactly_the_relation_rows(flux2_pipe):
     changed = (scaled != plain).any(dim=-1)
     assert mask.sum() == 3 and torch.equal(changed, mask)
     torch.testing.assert_close(scaled[mask], 2 * plain[mask], atol=0, rtol=0)
+    assert adapter_for(flux2_pipe).token_rows_after is None and flux2_pipe.transformer.context_embedder.bias is None
+    torch.testing.assert_close(projected[0][mask], 2 * projected[steps][mask])
+    assert torch.equal(projected[0][~mask], projected[steps][~mask])
     assert not np.allclose(scaled_out, plain_out, atol=1e-6)
