@@ -41,13 +41,21 @@ HOOK_NAME = "lina_contrast"
 TOKEN_ROWS_HOOK_NAME = "lina_token_rows"
 
 
-def trajectory_position(scheduler) -> tuple[int, int]:
-    """(step, number of steps) of the call in progress, counted from the first step the pipeline runs
-    (img2img pipelines start part-way down the schedule through ``set_begin_index``)."""
-    begin = getattr(scheduler, "begin_index", None) or 0
+def trajectory_position(scheduler, steps_run: int | None = None) -> tuple[int, int]:
+    """(step, number of steps) of the call in progress, counted from the first step the pipeline runs.
+
+    Img2img pipelines start part-way down the schedule and say so through ``set_begin_index``; those that
+    only run the tail of the scheduler's timesteps (Wan video-to-video) are placed by ``steps_run``, the
+    number of timesteps the pipeline runs (its ``num_timesteps``). Before the scheduler's first step its
+    ``step_index`` is unset: that is the first step.
+    """
+    scheduled = len(scheduler.timesteps)
+    begin = getattr(scheduler, "begin_index", None)
+    if begin is None:
+        begin = scheduled - steps_run if steps_run is not None and 0 < steps_run <= scheduled else 0
     index = getattr(scheduler, "step_index", None)
     step = begin if index is None else index
-    return step - begin, len(scheduler.timesteps) - begin
+    return step - begin, scheduled - begin
 
 
 class ContrastHook(ModelHook):
@@ -99,7 +107,7 @@ class ContrastHook(ModelHook):
         return None
 
     def _active_rows(self) -> list[int]:
-        step, total = trajectory_position(self.scheduler_of())
+        step, total = trajectory_position(self.scheduler_of(), getattr(self.adapter.pipe, "_num_timesteps", None))
         return [j for j in range(len(self.beta)) if self.beta[j] != 0 and step < window_steps(total, float(self.window[j]))]
 
     def new_forward(self, module, *args, **kwargs):

@@ -357,6 +357,18 @@ def tiny_sd3_controlnet_pipeline(seed: int = 0):
     return StableDiffusion3ControlNetPipeline.from_pipe(tiny_sd3_pipeline(seed), controlnet=tiny_sd3_controlnet(seed))
 
 
+def tiny_sd3_controlnet_inpaint_pipeline(seed: int = 0):
+    """``StableDiffusion3ControlNetInpaintingPipeline``: a tiny ControlNet that reads the masked control
+    image's latents and the mask (one extra conditioning channel), on `tiny_sd3_pipeline`'s modules."""
+    from diffusers import StableDiffusion3ControlNetInpaintingPipeline
+    from diffusers.models import SD3ControlNetModel
+
+    base = tiny_sd3_pipeline(seed)
+    controlnet = SD3ControlNetModel.from_config(tiny_sd3_controlnet(seed).config, extra_conditioning_channels=1)
+    controlnet = _randomize_zero_blocks(controlnet, seed + 6).eval()
+    return StableDiffusion3ControlNetInpaintingPipeline.from_pipe(base, controlnet=controlnet)
+
+
 def tiny_flux_img2img_pipeline(seed: int = 0, **kwargs):
     """``FluxImg2ImgPipeline`` sharing the modules of `tiny_flux_pipeline`."""
     from diffusers import FluxImg2ImgPipeline
@@ -408,6 +420,47 @@ def tiny_flux_controlnet_pipeline(seed: int = 0):
     return FluxControlNetPipeline.from_pipe(tiny_flux_pipeline(seed), controlnet=tiny_flux_controlnet(seed))
 
 
+def tiny_flux_kontext_inpaint_pipeline(seed: int = 0, **kwargs):
+    """``FluxKontextInpaintPipeline`` on `tiny_flux_pipeline`'s modules."""
+    from diffusers import FluxKontextInpaintPipeline
+
+    return FluxKontextInpaintPipeline.from_pipe(tiny_flux_pipeline(seed, **kwargs))
+
+
+def tiny_flux_controlnet_img2img_pipeline(seed: int = 0):
+    """``FluxControlNetImg2ImgPipeline`` with a tiny ControlNet on `tiny_flux_pipeline`'s modules."""
+    from diffusers import FluxControlNetImg2ImgPipeline
+
+    return FluxControlNetImg2ImgPipeline.from_pipe(tiny_flux_pipeline(seed), controlnet=tiny_flux_controlnet(seed))
+
+
+def tiny_flux_controlnet_inpaint_pipeline(seed: int = 0):
+    """``FluxControlNetInpaintPipeline`` with a tiny ControlNet on `tiny_flux_pipeline`'s modules."""
+    from diffusers import FluxControlNetInpaintPipeline
+
+    return FluxControlNetInpaintPipeline.from_pipe(tiny_flux_pipeline(seed), controlnet=tiny_flux_controlnet(seed))
+
+
+def tiny_flux_control_pipeline(seed: int = 0, task: str = "text"):
+    """``FluxControlPipeline`` (``task="text"``), ``FluxControlImg2ImgPipeline`` (``"img2img"``) or
+    ``FluxControlInpaintPipeline`` (``"inpaint"``): `tiny_flux_pipeline`'s encoders and VAE with a
+    transformer that reads the packed noise and control-image latents side by side (FLUX.1-Canny/Depth's
+    channel layout)."""
+    import diffusers
+    from diffusers import FluxTransformer2DModel
+
+    names = {"text": "FluxControlPipeline", "img2img": "FluxControlImg2ImgPipeline",
+             "inpaint": "FluxControlInpaintPipeline"}
+    if task not in names:
+        raise ValueError(f"task must be one of {', '.join(names)}, got {task!r}")
+    base = tiny_flux_pipeline(seed)
+    packed = base.vae.config.latent_channels * 4  # 2x2 patches packed into channels
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel.from_config(base.transformer.config, in_channels=2 * packed,
+                                                     out_channels=packed).eval()
+    return getattr(diffusers, names[task]).from_pipe(base, transformer=transformer)
+
+
 def tiny_wan_i2v_pipeline(seed: int = 0, image_encoder: bool = True, **kwargs):
     """``WanImageToVideoPipeline`` on `tiny_wan_pipeline`'s modules.
 
@@ -439,6 +492,18 @@ def tiny_wan_i2v_pipeline(seed: int = 0, image_encoder: bool = True, **kwargs):
             added_kv_proj_dim=inner,
         ).eval()
     return WanImageToVideoPipeline.from_pipe(base, image_encoder=vision, image_processor=processor, **experts)
+
+
+def tiny_wan_v2v_pipeline(seed: int = 0, **kwargs):
+    """``WanVideoToVideoPipeline`` on `tiny_wan_pipeline`'s modules."""
+    from diffusers import WanVideoToVideoPipeline
+
+    return WanVideoToVideoPipeline.from_pipe(tiny_wan_pipeline(seed, **kwargs))
+
+
+def tiny_video(frames: int = 5, size: int = 32, seed: int = 0) -> list:
+    """A deterministic clip of ``frames`` random RGB images for video-conditioned pipelines."""
+    return [tiny_image(size, seed + i) for i in range(frames)]
 
 
 # -- chat-templated encoders (Qwen-Image, FLUX.2) ------------------------------------------------
