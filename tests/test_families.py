@@ -16,6 +16,8 @@ PROMPT = "a red ball on top of a mirror"
 PROMPTS = [PROMPT, "a small blue cube to the left of a tall glass bottle"]
 SIZE = dict(height=32, width=32, num_inference_steps=4, output_type="np")
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # toy models: one thread
+
 
 def _gen(seed=0):
     return torch.Generator().manual_seed(seed)
@@ -313,7 +315,8 @@ def test_flux2_token_scale_changes_exactly_the_relation_rows(flux2_pipe):
     handles = [
         flux2_pipe.transformer.register_forward_pre_hook(
             lambda m, a, kw: captured.append(kw["encoder_hidden_states"][0].clone()), with_kwargs=True),
-        flux2_pipe.transformer.context_embedder.register_forward_hook(lambda m, a, out: projected.append(out[0].clone())),
+        flux2_pipe.transformer.context_embedder.register_forward_hook(
+            lambda m, a, out: projected.append(out[0].clone())),
     ]
     try:
         scaled_out = _lina(flux2_pipe, Interventions(token_scale=2.0), **FLUX2)

@@ -1,8 +1,9 @@
 """Tiny, randomly initialised diffusers pipelines built entirely offline.
 
 They are the same classes as the real checkpoints (``StableDiffusion3Pipeline``, ``FluxPipeline``,
-``WanPipeline``, ``QwenImagePipeline``, ``Flux2Pipeline``, ...) with toy sizes, and tokenizers built from in-memory vocabularies, so tests and the
-no-download demo go through exactly the code path a user's SD3.5 / FLUX / Wan checkpoint does.
+``WanPipeline``, ``QwenImagePipeline``, ``Flux2Pipeline``, ...) with toy sizes, and tokenizers built
+from in-memory vocabularies, so tests and the no-download demo go through exactly the code path a
+user's SD3.5 / FLUX / Wan checkpoint does.
 Save one with ``save_pretrained`` and load it back with ``from_pretrained`` like any checkpoint.
 """
 
@@ -716,8 +717,9 @@ def tiny_flux2_pipeline(seed: int = 0, words: Iterable[str] = BASE_WORDS, paddin
     text_encoder = Mistral3ForConditionalGeneration(Mistral3Config(
         text_config=dict(
             model_type="mistral", vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=32,
-            num_hidden_layers=30, num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=1024,
-            pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            num_hidden_layers=30, num_attention_heads=2, num_key_value_heads=1, head_dim=8,
+            max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
             tie_word_embeddings=False,
         ),
         vision_config=dict(model_type="pixtral", hidden_size=16, intermediate_size=32, num_hidden_layers=1,
