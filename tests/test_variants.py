@@ -17,7 +17,7 @@ from lina.pipeline import LinaPipeline
 PROMPT = "a red ball on top of a mirror"
 STEPS = 3
 WINDOW = 0.5
-IMAGE, MASK = tiny.tiny_image(), tiny.tiny_mask()
+IMAGE, IMAGE2, MASK = tiny.tiny_image(), tiny.tiny_image(seed=1), tiny.tiny_mask()
 FLUX_TEXT = dict(max_sequence_length=32)
 VIDEO = dict(num_frames=5)
 
@@ -26,16 +26,31 @@ VARIANTS = {
     "sd3-img2img": (tiny.tiny_sd3_img2img_pipeline, dict(image=IMAGE, strength=0.7), 1),
     "sd3-inpaint": (tiny.tiny_sd3_inpaint_pipeline, dict(image=IMAGE, mask_image=MASK, strength=0.7), 1),
     "sd3-controlnet": (tiny.tiny_sd3_controlnet_pipeline, dict(control_image=IMAGE), 1),
+    "sd3-controlnet-inpaint": (tiny.tiny_sd3_controlnet_inpaint_pipeline, dict(control_image=IMAGE, control_mask=MASK),
+                               1),
     "flux-img2img": (tiny.tiny_flux_img2img_pipeline, dict(image=IMAGE, strength=0.7, **FLUX_TEXT), 1),
     "flux-inpaint": (tiny.tiny_flux_inpaint_pipeline, dict(image=IMAGE, mask_image=MASK, strength=0.7, **FLUX_TEXT), 1),
     "flux-fill": (tiny.tiny_flux_fill_pipeline, dict(image=IMAGE, mask_image=MASK, **FLUX_TEXT), 1),
     "flux-kontext": (tiny.tiny_flux_kontext_pipeline, dict(image=IMAGE, max_area=32 * 32, _auto_resize=False,
                                                            **FLUX_TEXT), 1),
+    "flux-kontext-inpaint": (tiny.tiny_flux_kontext_inpaint_pipeline, dict(image=IMAGE, mask_image=MASK, strength=0.7,
+                                                                           max_area=32 * 32, _auto_resize=False,
+                                                                           **FLUX_TEXT), 1),
     "flux-controlnet": (tiny.tiny_flux_controlnet_pipeline, dict(control_image=IMAGE, **FLUX_TEXT), 1),
+    "flux-controlnet-img2img": (tiny.tiny_flux_controlnet_img2img_pipeline,
+                                dict(image=IMAGE, control_image=IMAGE2, strength=0.7, **FLUX_TEXT), 1),
+    "flux-controlnet-inpaint": (tiny.tiny_flux_controlnet_inpaint_pipeline,
+                                dict(image=IMAGE, mask_image=MASK, control_image=IMAGE2, strength=0.7, **FLUX_TEXT), 1),
+    "flux-control": (tiny.tiny_flux_control_pipeline, dict(control_image=IMAGE, **FLUX_TEXT), 1),
+    "flux-control-img2img": (lambda: tiny.tiny_flux_control_pipeline(task="img2img"),
+                             dict(image=IMAGE, control_image=IMAGE2, strength=0.7, **FLUX_TEXT), 1),
+    "flux-control-inpaint": (lambda: tiny.tiny_flux_control_pipeline(task="inpaint"),
+                             dict(image=IMAGE, mask_image=MASK, control_image=IMAGE2, strength=0.7, **FLUX_TEXT), 1),
     "wan21-i2v": (tiny.tiny_wan_i2v_pipeline, dict(image=IMAGE, **VIDEO), 2),
     "wan22-i2v": (lambda: tiny.tiny_wan_i2v_pipeline(image_encoder=False), dict(image=IMAGE, **VIDEO), 2),
     "wan22-a14b": (lambda: tiny.tiny_wan_pipeline(two_experts=True, boundary_ratio=0.9), VIDEO, 2),
     "wan22-ti2v": (lambda: tiny.tiny_wan_pipeline(expand_timesteps=True), VIDEO, 2),
+    "wan-v2v": (tiny.tiny_wan_v2v_pipeline, dict(video=tiny.tiny_video(), strength=0.7), 2),
 }
 
 
@@ -110,3 +125,15 @@ def test_token_scaling_changes_the_output(name):
         scaled = _run(pipe, kwargs, Interventions(token_scale=2.5))
     assert sizes == plain_sizes
     assert not np.allclose(scaled, plain, atol=1e-6)
+
+
+def test_wan_v2v_window_is_a_fraction_of_the_steps_it_runs():
+    """Video-to-video runs only the tail of the scheduler's timesteps without telling the scheduler
+    (no ``set_begin_index``): 8 steps at strength 0.5 run 4, and a window of 0.5 covers 2 of them."""
+    from conftest import denoiser_batches
+
+    pipe, kwargs, _, _, _ = _variant("wan-v2v")
+    kwargs = {**kwargs, "num_inference_steps": 8, "strength": 0.5}
+    with denoiser_batches(pipe.transformer) as sizes:
+        _run(pipe, kwargs, Interventions(contrast=4.0, contrast_window=0.5))
+    assert sizes == [2, 1, 2, 1, 1, 1, 1, 1]

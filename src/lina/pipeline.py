@@ -26,7 +26,7 @@ from lina.interventions import Interventions, scale_token_rows
 from lina.interventions.strengths import NEUTRAL
 from lina.prompts.csg import CSG
 from lina.prompts.tokens import token_masks
-from lina.steering import ContrastHook, hooked, scheduler_override
+from lina.steering import ContrastHook, TokenRowHook, hooked, resolve_module, scheduler_override
 
 logger = logging.getLogger("lina")
 
@@ -290,15 +290,24 @@ class LinaPipeline:
             call = dict(kwargs)
 
         scales = torch.tensor([s.token_scale for s in settings], dtype=torch.float32)
-        if adapter.token_scaling_caveat and (weighted is not None or any(s.uses_tokens for s in settings)):
-            logger.warning("LINA: %s.", adapter.token_scaling_caveat)
-        if weighted is not None:
-            cond = self._weight_phrases(cond, weighted, copies, kwargs)
-        if any(s.uses_tokens for s in settings):
-            cond = self._scale_relation_tokens(cond, [adapter.clean_prompt(t) for t in texts], csgs, scales, copies, kwargs)
-        call.update({k: v for k, v in adapter.embed_kwargs(cond).items() if v is not None})
+
+        def scale_rows(c: Conditioning) -> Conditioning:
+            if weighted is not None:
+                c = self._weight_phrases(c, weighted, copies, kwargs)
+            if any(s.uses_tokens for s in settings):
+                c = self._scale_relation_tokens(c, [adapter.clean_prompt(t) for t in texts], csgs, scales, copies, kwargs)
+            return c
 
         hooks = {}
+        if adapter.token_rows_after is None or (weighted is None and not any(s.uses_tokens for s in settings)):
+            cond = scale_rows(cond)
+        else:  # the denoisers normalise each text row first: the same factors act on the normalised rows
+            factors = scale_rows(cond.with_embeds(torch.ones_like(cond.embeds))).embeds
+            for name in adapter.denoisers:
+                if getattr(self.pipe, name, None) is not None:
+                    hooks[f"{name}.{adapter.token_rows_after}"] = TokenRowHook(cond.embeds, factors)
+        call.update({k: v for k, v in adapter.embed_kwargs(cond).items() if v is not None})
+
         if any(s.uses_contrast for s in settings):
             adapter.check_contrast(kwargs)
             if contrast_embeds is not None:  # the prompt's pooled vector stands in for the negatives'
@@ -317,12 +326,14 @@ class LinaPipeline:
                                      "cannot act; use a nonzero guidance scale or contrast=0")
                 hooks[name] = ContrastHook(adapter, lambda: self.pipe.scheduler, cond.embeds, negative, beta, window,
                                            cfg_scale)
-        modules = {name: getattr(self.pipe, name) for name in hooks}
+        modules = {name: resolve_module(self.pipe, name) for name in hooks}
         with scheduler_override(self.pipe, adapter, settings[0]), hooked(modules, hooks):
             images = _images(self.pipe(**call))
-        if hooks and not any(h.applied for h in hooks.values()):
-            logger.warning("LINA: no denoiser call carried the prompt embeddings LINA passed (did a callback replace "
-                           "them?); the contrast was not applied.")
+        for kind, what in ((ContrastHook, "the contrast"), (TokenRowHook, "the token intervention")):
+            group = [h for h in hooks.values() if isinstance(h, kind)]
+            if group and not any(h.applied for h in group):
+                logger.warning("LINA: no denoiser call carried the prompt embeddings LINA passed (did a callback "
+                               "replace them?); %s was not applied.", what)
         return images
 
 

@@ -10,6 +10,9 @@ pipeline exactly as it was:
   (`ContrastiveGuidance.fold`). Under a stateful diffusers cache (First Block Cache and friends) the
   negative rows run as a call of their own under the cache context ``"lina_contrast"``, so that each
   cache context keeps seeing one batch size.
+- `TokenRowHook`, a `ModelHook` on a denoiser's text-row normalisation (an adapter's
+  ``token_rows_after``, e.g. Qwen-Image's ``txt_norm``), scales the prompt's relation rows of that
+  module's output, where a row scale of its input would be normalised away.
 - `scheduler_override` swaps in a fresh scheduler built from the pipeline's config with the time
   shift amplified (static ``shift`` / ``flow_shift``), and adjusts what the pipeline passes to its
   ``set_timesteps``: ``mu`` for dynamic shifting, a reallocated ``sigmas`` grid for ``step_share``.
@@ -35,15 +38,24 @@ from lina.interventions.strengths import Interventions
 logger = logging.getLogger("lina")
 
 HOOK_NAME = "lina_contrast"
+TOKEN_ROWS_HOOK_NAME = "lina_token_rows"
 
 
-def trajectory_position(scheduler) -> tuple[int, int]:
-    """(step, number of steps) of the call in progress, counted from the first step the pipeline runs
-    (img2img pipelines start part-way down the schedule through ``set_begin_index``)."""
-    begin = getattr(scheduler, "begin_index", None) or 0
+def trajectory_position(scheduler, steps_run: int | None = None) -> tuple[int, int]:
+    """(step, number of steps) of the call in progress, counted from the first step the pipeline runs.
+
+    Img2img pipelines start part-way down the schedule and say so through ``set_begin_index``; those that
+    only run the tail of the scheduler's timesteps (Wan video-to-video) are placed by ``steps_run``, the
+    number of timesteps the pipeline runs (its ``num_timesteps``). Before the scheduler's first step its
+    ``step_index`` is unset: that is the first step.
+    """
+    scheduled = len(scheduler.timesteps)
+    begin = getattr(scheduler, "begin_index", None)
+    if begin is None:
+        begin = scheduled - steps_run if steps_run is not None and 0 < steps_run <= scheduled else 0
     index = getattr(scheduler, "step_index", None)
     step = begin if index is None else index
-    return step - begin, len(scheduler.timesteps) - begin
+    return step - begin, scheduled - begin
 
 
 class ContrastHook(ModelHook):
@@ -53,6 +65,8 @@ class ContrastHook(ModelHook):
     negative conditioning, one row each; beta, window: per-row strength and window fraction;
     cfg_scale: the pipeline's CFG scale for this denoiser (None: no CFG).
     """
+
+    name = HOOK_NAME
 
     def __init__(self, adapter, scheduler_of, cond_embeds: torch.Tensor, negative, beta: torch.Tensor,
                  window: torch.Tensor, cfg_scale: float | None) -> None:
@@ -93,7 +107,7 @@ class ContrastHook(ModelHook):
         return None
 
     def _active_rows(self) -> list[int]:
-        step, total = trajectory_position(self.scheduler_of())
+        step, total = trajectory_position(self.scheduler_of(), getattr(self.adapter.pipe, "_num_timesteps", None))
         return [j for j in range(len(self.beta)) if self.beta[j] != 0 and step < window_steps(total, float(self.window[j]))]
 
     def new_forward(self, module, *args, **kwargs):
@@ -135,6 +149,59 @@ class ContrastHook(ModelHook):
         return _with_prediction(output, prediction)
 
 
+class TokenRowHook(ModelHook):
+    """Multiplies the prompt's rows of a module's output by per-row factors (token scale, phrase weights).
+
+    For denoisers that normalise each text row before using it (Qwen-Image's ``txt_norm`` is an RMSNorm,
+    which maps ``s * x`` back to ``x``), a scale of the prompt embeddings cannot act; scaling the
+    normalised rows gives the denoiser exactly ``factor * norm(x)`` instead. The prompt's rows of a call are
+    the aligned blocks of the module's input equal to ``cond_embeds`` (the unscaled prompt embeddings LINA
+    handed the pipeline), on their first ``cond_embeds.shape[1]`` rows (a call may pad the text longer);
+    every other row (a negative prompt's, the contrast's negatives, padding) passes unchanged.
+
+    cond_embeds: (M, L, C) the prompt embeddings; factors: (M, L, C) or (M, L, 1), 1 where unscaled.
+    """
+
+    name = TOKEN_ROWS_HOOK_NAME
+
+    def __init__(self, cond_embeds: torch.Tensor, factors: torch.Tensor) -> None:
+        super().__init__()
+        self.cond_embeds = cond_embeds
+        self.factors = factors
+        self.applied = 0  # calls whose prompt rows were scaled
+        self._targets: dict = {}
+
+    def _converted(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (like.device, like.dtype)
+        if key not in self._targets:  # converted once per call, not once per step
+            self._targets[key] = (self.cond_embeds.to(*key), self.factors.to(*key))
+        return self._targets[key]
+
+    def new_forward(self, module, hidden_states, *args, **kwargs):
+        output = self.fn_ref.original_forward(hidden_states, *args, **kwargs)
+        rows, length = self.cond_embeds.shape[:2]
+        if (not isinstance(hidden_states, torch.Tensor) or hidden_states.ndim != 3 or hidden_states.shape[1] < length
+                or hidden_states.shape[2:] != self.cond_embeds.shape[2:]):
+            return output
+        target, factors = self._converted(hidden_states)
+        offsets = [o for o in range(0, hidden_states.shape[0] - rows + 1, rows)
+                   if torch.equal(hidden_states[o : o + rows, :length], target)]
+        if not offsets:
+            return output
+        output = output.clone()
+        for o in offsets:
+            output[o : o + rows, :length] = output[o : o + rows, :length] * factors.to(output.dtype)
+        self.applied += 1
+        return output
+
+
+def resolve_module(pipe, path: str) -> torch.nn.Module:
+    """``pipe``'s module at a dotted path: a pipeline attribute, then submodules (``"transformer.txt_norm"``)."""
+    head, _, rest = path.partition(".")
+    module = getattr(pipe, head)
+    return module.get_submodule(rest) if rest else module
+
+
 def _field(cond, name: str) -> torch.Tensor | None:
     return cond.extras[name] if name in cond.extras else getattr(cond, name, None)
 
@@ -156,19 +223,20 @@ def _has_stateful_hooks(module: torch.nn.Module) -> bool:
 
 
 @contextlib.contextmanager
-def hooked(modules: dict[str, torch.nn.Module], hooks: dict[str, ContrastHook]) -> Iterator[None]:
-    """Register ``hooks[name]`` on ``modules[name]`` for the duration; restore each module afterwards."""
+def hooked(modules: dict[str, torch.nn.Module], hooks: dict[str, ModelHook]) -> Iterator[None]:
+    """Register ``hooks[key]`` (under its ``name``) on ``modules[key]`` for the duration; restore each
+    module afterwards."""
     installed = []
     try:
         for name, hook in hooks.items():
             module = modules[name]
             state = ("_diffusers_hook" in module.__dict__, "forward" in module.__dict__, module.__dict__.get("forward"))
-            HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, HOOK_NAME)
-            installed.append((module, state))
+            HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, hook.name)
+            installed.append((module, hook.name, state))
         yield
     finally:
-        for module, (had_registry, had_forward, forward) in reversed(installed):
-            module._diffusers_hook.remove_hook(HOOK_NAME, recurse=False)
+        for module, name, (had_registry, had_forward, forward) in reversed(installed):
+            module._diffusers_hook.remove_hook(name, recurse=False)
             if not had_registry:
                 del module._diffusers_hook
             if had_forward:

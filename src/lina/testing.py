@@ -1,8 +1,9 @@
 """Tiny, randomly initialised diffusers pipelines built entirely offline.
 
 They are the same classes as the real checkpoints (``StableDiffusion3Pipeline``, ``FluxPipeline``,
-``WanPipeline``) with toy sizes, and tokenizers built from in-memory vocabularies, so tests and the
-no-download demo go through exactly the code path a user's SD3.5 / FLUX / Wan checkpoint does.
+``WanPipeline``, ``QwenImagePipeline``, ``Flux2Pipeline``, ...) with toy sizes, and tokenizers built
+from in-memory vocabularies, so tests and the no-download demo go through exactly the code path a
+user's SD3.5 / FLUX / Wan checkpoint does.
 Save one with ``save_pretrained`` and load it back with ``from_pretrained`` like any checkpoint.
 """
 
@@ -322,6 +323,18 @@ def tiny_sd3_controlnet_pipeline(seed: int = 0):
     return StableDiffusion3ControlNetPipeline.from_pipe(tiny_sd3_pipeline(seed), controlnet=tiny_sd3_controlnet(seed))
 
 
+def tiny_sd3_controlnet_inpaint_pipeline(seed: int = 0):
+    """``StableDiffusion3ControlNetInpaintingPipeline``: a tiny ControlNet that reads the masked control
+    image's latents and the mask (one extra conditioning channel), on `tiny_sd3_pipeline`'s modules."""
+    from diffusers import StableDiffusion3ControlNetInpaintingPipeline
+    from diffusers.models import SD3ControlNetModel
+
+    base = tiny_sd3_pipeline(seed)
+    controlnet = SD3ControlNetModel.from_config(tiny_sd3_controlnet(seed).config, extra_conditioning_channels=1)
+    controlnet = _randomize_zero_blocks(controlnet, seed + 6).eval()
+    return StableDiffusion3ControlNetInpaintingPipeline.from_pipe(base, controlnet=controlnet)
+
+
 def tiny_flux_img2img_pipeline(seed: int = 0, **kwargs):
     """``FluxImg2ImgPipeline`` sharing the modules of `tiny_flux_pipeline`."""
     from diffusers import FluxImg2ImgPipeline
@@ -373,6 +386,47 @@ def tiny_flux_controlnet_pipeline(seed: int = 0):
     return FluxControlNetPipeline.from_pipe(tiny_flux_pipeline(seed), controlnet=tiny_flux_controlnet(seed))
 
 
+def tiny_flux_kontext_inpaint_pipeline(seed: int = 0, **kwargs):
+    """``FluxKontextInpaintPipeline`` on `tiny_flux_pipeline`'s modules."""
+    from diffusers import FluxKontextInpaintPipeline
+
+    return FluxKontextInpaintPipeline.from_pipe(tiny_flux_pipeline(seed, **kwargs))
+
+
+def tiny_flux_controlnet_img2img_pipeline(seed: int = 0):
+    """``FluxControlNetImg2ImgPipeline`` with a tiny ControlNet on `tiny_flux_pipeline`'s modules."""
+    from diffusers import FluxControlNetImg2ImgPipeline
+
+    return FluxControlNetImg2ImgPipeline.from_pipe(tiny_flux_pipeline(seed), controlnet=tiny_flux_controlnet(seed))
+
+
+def tiny_flux_controlnet_inpaint_pipeline(seed: int = 0):
+    """``FluxControlNetInpaintPipeline`` with a tiny ControlNet on `tiny_flux_pipeline`'s modules."""
+    from diffusers import FluxControlNetInpaintPipeline
+
+    return FluxControlNetInpaintPipeline.from_pipe(tiny_flux_pipeline(seed), controlnet=tiny_flux_controlnet(seed))
+
+
+def tiny_flux_control_pipeline(seed: int = 0, task: str = "text"):
+    """``FluxControlPipeline`` (``task="text"``), ``FluxControlImg2ImgPipeline`` (``"img2img"``) or
+    ``FluxControlInpaintPipeline`` (``"inpaint"``): `tiny_flux_pipeline`'s encoders and VAE with a
+    transformer that reads the packed noise and control-image latents side by side (FLUX.1-Canny/Depth's
+    channel layout)."""
+    import diffusers
+    from diffusers import FluxTransformer2DModel
+
+    names = {"text": "FluxControlPipeline", "img2img": "FluxControlImg2ImgPipeline",
+             "inpaint": "FluxControlInpaintPipeline"}
+    if task not in names:
+        raise ValueError(f"task must be one of {', '.join(names)}, got {task!r}")
+    base = tiny_flux_pipeline(seed)
+    packed = base.vae.config.latent_channels * 4  # 2x2 patches packed into channels
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel.from_config(base.transformer.config, in_channels=2 * packed,
+                                                     out_channels=packed).eval()
+    return getattr(diffusers, names[task]).from_pipe(base, transformer=transformer)
+
+
 def tiny_wan_i2v_pipeline(seed: int = 0, image_encoder: bool = True, **kwargs):
     """``WanImageToVideoPipeline`` on `tiny_wan_pipeline`'s modules.
 
@@ -404,6 +458,18 @@ def tiny_wan_i2v_pipeline(seed: int = 0, image_encoder: bool = True, **kwargs):
             added_kv_proj_dim=inner,
         ).eval()
     return WanImageToVideoPipeline.from_pipe(base, image_encoder=vision, image_processor=processor, **experts)
+
+
+def tiny_wan_v2v_pipeline(seed: int = 0, **kwargs):
+    """``WanVideoToVideoPipeline`` on `tiny_wan_pipeline`'s modules."""
+    from diffusers import WanVideoToVideoPipeline
+
+    return WanVideoToVideoPipeline.from_pipe(tiny_wan_pipeline(seed, **kwargs))
+
+
+def tiny_video(frames: int = 5, size: int = 32, seed: int = 0) -> list:
+    """A deterministic clip of ``frames`` random RGB images for video-conditioned pipelines."""
+    return [tiny_image(size, seed + i) for i in range(frames)]
 
 
 # -- chat-templated encoders (Qwen-Image, FLUX.2) ------------------------------------------------
@@ -521,10 +587,31 @@ _QWEN3_CHAT_TEMPLATE = (
 )
 
 
+def _tiny_flux2_denoiser_and_vae(seed: int, text_width: int, guidance_embeds: bool):
+    """The tiny FLUX.2 transformer (reading ``text_width``-wide prompt rows) and VAE shared by FLUX.2 [dev]
+    and [klein]."""
+    from diffusers import AutoencoderKLFlux2, Flux2Transformer2DModel
+
+    latent_channels = 4
+    torch.manual_seed(seed)
+    transformer = Flux2Transformer2DModel(
+        patch_size=1, in_channels=latent_channels * 4, num_layers=1, num_single_layers=1, attention_head_dim=8,
+        num_attention_heads=2, joint_attention_dim=text_width, timestep_guidance_channels=16,
+        axes_dims_rope=(2, 2, 2, 2), guidance_embeds=guidance_embeds,
+    ).eval()
+    torch.manual_seed(seed + 4)
+    vae = AutoencoderKLFlux2(
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"), up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(8, 16), layers_per_block=1, latent_channels=latent_channels, norm_num_groups=4,
+        sample_size=32, use_quant_conv=False, use_post_quant_conv=False, mid_block_add_attention=False,
+    ).eval()
+    return transformer, vae
+
+
 def tiny_flux2_klein_pipeline(seed: int = 0, words: Iterable[str] = BASE_WORDS, is_distilled: bool = False):
     """A ``Flux2KleinPipeline`` (Qwen3 behind its chat template, three hidden layers stacked, CFG against
     the empty prompt unless ``is_distilled``) of toy size."""
-    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline, Flux2Transformer2DModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline
     from transformers import Qwen2Tokenizer, Qwen3Config, Qwen3ForCausalLM
 
     vocab, merges = _byte_level_bpe(tuple(words) + TEMPLATE_WORDS)
@@ -537,19 +624,74 @@ def tiny_flux2_klein_pipeline(seed: int = 0, words: Iterable[str] = BASE_WORDS, 
         num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=1024,
         pad_token_id=0, bos_token_id=None, eos_token_id=0, tie_word_embeddings=False,
     )).eval()
-    latent_channels = 4
-    torch.manual_seed(seed)
-    transformer = Flux2Transformer2DModel(
-        patch_size=1, in_channels=latent_channels * 4, num_layers=1, num_single_layers=1, attention_head_dim=8,
-        num_attention_heads=2, joint_attention_dim=3 * hidden, timestep_guidance_channels=16,
-        axes_dims_rope=(2, 2, 2, 2), guidance_embeds=False,
-    ).eval()
-    torch.manual_seed(seed + 4)
-    vae = AutoencoderKLFlux2(
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"), up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(8, 16), layers_per_block=1, latent_channels=latent_channels, norm_num_groups=4,
-        sample_size=32, use_quant_conv=False, use_post_quant_conv=False, mid_block_add_attention=False,
-    ).eval()
+    transformer, vae = _tiny_flux2_denoiser_and_vae(seed, 3 * hidden, guidance_embeds=False)
     scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, time_shift_type="exponential")
     return Flux2KleinPipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
                               transformer=transformer, is_distilled=is_distilled)
+
+
+# Mistral's chat layout as FLUX.2 [dev] renders it: ``<s>[SYSTEM_PROMPT]...[/SYSTEM_PROMPT][INST]...[/INST]``,
+# each message's text blocks joined (the pipeline passes content as a list of typed blocks).
+_MISTRAL_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if message['content'] is string %}{% set text = message['content'] %}"
+    "{% else %}{% set text = message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join('') %}"
+    "{% endif %}"
+    "{% if message['role'] == 'system' %}[SYSTEM_PROMPT]{{ text }}[/SYSTEM_PROMPT]"
+    "{% elif message['role'] == 'user' %}[INST]{{ text }}[/INST]"
+    "{% else %}{{ text }}{{ eos_token }}{% endif %}{% endfor %}"
+)
+_MISTRAL_SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>", "[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]",
+                           "[IMG]", "[IMG_BREAK]", "[IMG_END]")
+
+
+def tiny_mistral_tokenizer(words: Iterable[str] = BASE_WORDS, padding_side: str = "left"):
+    """A fast byte-level BPE tokenizer with Mistral's special and chat tokens (as Mistral Small 3's Tekken
+    tokenizer, in which each known word is one token) and a chat template of Mistral's layout; FLUX.2's
+    system message is in the vocabulary, so its turn tokenizes into as many tokens as it has words."""
+    import re
+
+    from diffusers.pipelines.flux2.system_messages import SYSTEM_MESSAGE
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab, merges = _byte_level_bpe(tuple(words) + tuple(re.findall(r"\w+|[^\w\s]", SYSTEM_MESSAGE)))
+    specials = {token: i for i, token in enumerate(_MISTRAL_SPECIAL_TOKENS)}
+    vocab = {**specials, **{piece: i + len(specials) for piece, i in vocab.items() if piece not in specials}}
+    bpe = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+        additional_special_tokens=list(_MISTRAL_SPECIAL_TOKENS[4:]), padding_side=padding_side,
+        chat_template=_MISTRAL_CHAT_TEMPLATE,
+    )
+
+
+def tiny_flux2_pipeline(seed: int = 0, words: Iterable[str] = BASE_WORDS, padding_side: str = "left"):
+    """A ``Flux2Pipeline`` (FLUX.2 [dev]: a Mistral3 text encoder behind its chat template and system
+    message, the hidden states of layers 10, 20 and 30 stacked, distilled guidance, empirical ``mu``) of
+    toy size. The tokenizer is `tiny_mistral_tokenizer` (the real checkpoint ships a Pixtral processor
+    wrapping such a tokenizer; the pipeline calls the chat template of either)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, Flux2Pipeline
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+
+    tokenizer = tiny_mistral_tokenizer(words, padding_side)
+    hidden = 16
+    torch.manual_seed(seed + 3)
+    text_encoder = Mistral3ForConditionalGeneration(Mistral3Config(
+        text_config=dict(
+            model_type="mistral", vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=32,
+            num_hidden_layers=30, num_attention_heads=2, num_key_value_heads=1, head_dim=8,
+            max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            tie_word_embeddings=False,
+        ),
+        vision_config=dict(model_type="pixtral", hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                           num_attention_heads=2, head_dim=8, image_size=32, patch_size=8),
+        image_token_index=tokenizer.convert_tokens_to_ids("[IMG]"), spatial_merge_size=1,
+    )).eval()
+    transformer, vae = _tiny_flux2_denoiser_and_vae(seed, 3 * hidden, guidance_embeds=True)
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, time_shift_type="exponential")
+    return Flux2Pipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                         transformer=transformer)

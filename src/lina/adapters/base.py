@@ -83,7 +83,8 @@ class FamilyAdapter(ABC):
     the pipeline's own ``encode_prompt``. The class attributes describe the denoiser call:
     ``denoisers`` the pipeline attributes holding denoisers, ``text_kwargs`` the denoiser arguments that
     carry the prompt (mapped to the `Conditioning` field the contrastive branch replaces them with),
-    ``shared_kwargs`` the tensor arguments with no batch axis.
+    ``shared_kwargs`` the tensor arguments with no batch axis, ``token_rows_after`` where the token
+    intervention acts when not on the prompt embeddings.
     """
 
     family: ClassVar[str]
@@ -93,8 +94,10 @@ class FamilyAdapter(ABC):
     text_kwargs: ClassVar[dict[str, str]] = {"encoder_hidden_states": "embeds"}
     shared_kwargs: ClassVar[frozenset[str]] = frozenset()
     text_args: ClassVar[tuple[str, ...]] = ("prompt",)  # pipeline arguments replaced by the embeddings
-    # Why scaling prompt-embedding rows does not reach the denoiser, where it does not (None: it does).
-    token_scaling_caveat: ClassVar[str | None] = None
+    # The submodule of each denoiser whose output rows the token intervention scales, for denoisers that
+    # normalise each text row first (a row scale of the prompt embeddings would be normalised away);
+    # None: the prompt embeddings themselves are scaled.
+    token_rows_after: ClassVar[str | None] = None
 
     def __init__(self, pipe) -> None:
         self.pipe = pipe

@@ -12,7 +12,8 @@ class FluxAdapter(FamilyAdapter):
     unconditional branch. ``true_cfg_scale > 1`` *with* a negative prompt adds true CFG, as a second
     denoiser call; the contrastive branch joins the conditional call either way. Only the T5 rows
     carry tokens; CLIP contributes the pooled vector, which LINA leaves untouched. What the variants add
-    to the denoiser call rides along per sample: Fill's masked-image and mask channels and Kontext's
+    to the denoiser call rides along per sample: Fill's masked-image and mask channels, Control's
+    control-image channels (FLUX.1-Canny/Depth) and Kontext's
     reference-image tokens in ``hidden_states`` (their positions in the shared ``img_ids``), ControlNet
     residual lists (the contrastive branch takes the conditional rows' residuals)."""
 

@@ -20,12 +20,13 @@ class QwenImageAdapter(FamilyAdapter):
     is exact: ``c + beta (c - n)``. True CFG (``true_cfg_scale > 1`` with a negative prompt) rescales the
     guided prediction to the conditional prediction's norm, so a contrast folded into the conditional
     prediction would be rescaled with it: LINA refuses the contrast there. The token intervention and
-    the schedule work either way. The contrast's negatives are padded to the prompts' length (or the
+    the schedule work either way; the transformer RMS-normalises every text row (``txt_norm``) before its
+    first projection, which would cancel a scale of the prompt embeddings, so the relation rows are
+    scaled at ``txt_norm``'s output instead. The contrast's negatives are padded to the prompts' length (or the
     prompts to theirs) with the attention mask marking the padding, so both share one call."""
 
     family = "qwenimage"
-    token_scaling_caveat = ("Qwen-Image's transformer RMS-normalises every text row (txt_norm) before using it, "
-                            "which cancels a per-row scale: token_scale and phrase weights have no effect here")
+    token_rows_after = "txt_norm"  # an RMSNorm of every text row: the relation rows are scaled after it
     pipeline_classes = ("QwenImagePipeline", "QwenImageImg2ImgPipeline", "QwenImageInpaintPipeline")
     text_kwargs = {"encoder_hidden_states": "embeds", "encoder_hidden_states_mask": "mask"}
     shared_kwargs = frozenset({"img_shapes"})

@@ -32,7 +32,8 @@ class WanAdapter(FamilyAdapter):
     is folded with the scale of whichever expert owns the step. Image-to-video passes the first frame's
     latents in ``hidden_states`` (channels, or the first latent frame with per-token timesteps in the
     Wan2.2 layout) and, in the Wan2.1 layout, CLIP image embeddings in ``encoder_hidden_states_image``;
-    the contrastive branch takes the conditional rows of both."""
+    the contrastive branch takes the conditional rows of both. Video-to-video runs only the tail of the
+    schedule (from ``strength``); the contrast window is a fraction of the steps it runs."""
 
     family = "wan"
     pipeline_classes = ("WanPipeline", "WanImageToVideoPipeline", "WanVideoToVideoPipeline")
