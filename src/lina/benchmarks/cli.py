@@ -19,8 +19,10 @@ BENCHMARKS = ("winoground", "pap", "testbed")
 METHODS = ("baseline", "lina")
 
 
-def load_items(benchmark: str, data: Optional[Path], limit: Optional[int], subset: str, per_category: int):
-    """Evaluation items of a benchmark, plus the loader's data report (or None)."""
+def load_items(benchmark: str, data: Optional[Path], limit: Optional[int], subset: str, per_category: int,
+               world: Optional[str] = None):
+    """Evaluation items of a benchmark, plus the loader's data report (or None); ``world``: the testbed
+    world whose splits to use (the model's)."""
     if benchmark == "winoground":
         from lina.benchmarks.winoground import load_winoground
 
@@ -39,7 +41,7 @@ def load_items(benchmark: str, data: Optional[Path], limit: Optional[int], subse
         from lina.benchmarks.testbed import world_items
 
         splits = ("ood", "train") if subset == "all" else (subset,)
-        items = world_items(splits, per_category=per_category)
+        items = world_items(splits, per_category=per_category, world=world)
         return (items[:limit] if limit else items), None
     raise ValueError(f"unknown benchmark {benchmark!r}; choose one of {BENCHMARKS}")
 
@@ -103,7 +105,13 @@ def evaluate(
         raise ValueError("give either --aim or fixed strengths (--token-scale, --contrast, ...), not both")
     if not fixed and aim is None:
         raise ValueError("LINA needs strengths: pass --aim PATH or fixed ones (e.g. --contrast 3 --token-scale 1.8)")
-    items, data_report = load_items(benchmark, data, limit, subset, per_category)
+    world = None
+    if benchmark == "testbed":  # the splits of the world the model was trained on
+        from lina.loading import TESTBED_MODEL
+        from lina.world.scenes import model_world
+
+        world = model_world(TESTBED_MODEL if model == "testbed" else model)
+    items, data_report = load_items(benchmark, data, limit, subset, per_category, world)
     if not items:
         where = f" in {data}" if data is not None else ""
         raise ValueError(f"no {benchmark} items to evaluate{where} (--subset {subset}); check --data and --subset")
