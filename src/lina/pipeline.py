@@ -230,15 +230,20 @@ class LinaPipeline:
                     text = csg.counterfactual_prompt
                 else:
                     logger.warning("LINA: no counterfactual for %r; contrasting with the neutral prompt.", csg.prompt)
+            elif setting.contrast_prompt == "without_cause":
+                from lina.interventions.effects import without_cause_prompt
+
+                text = without_cause_prompt(csg) or text
             negatives.append(text)
         return negatives
 
     def _scale_relation_tokens(
         self, cond: Conditioning, prompts: list[str], csgs: list[CSG | None], scales: torch.Tensor, copies: int,
-        kwargs: dict,
+        kwargs: dict, spans: list | None = None,
     ) -> Conditioning:
+        """The rows of each prompt's relation words (or of ``spans``, character spans per prompt) times its scale."""
         embeds = cond.embeds
-        spans = [c.relation_spans if c is not None else [] for c in csgs]
+        spans = spans if spans is not None else [c.relation_spans if c is not None else [] for c in csgs]
         for slot in self.adapter.encoder_slots(self.adapter.max_sequence_length(kwargs)):
             if kwargs.get(slot.text_arg) is not None and slot.text_arg != "prompt":
                 logger.warning("LINA: %s reads its own %s; its token rows are left unscaled.", slot.name, slot.text_arg)
@@ -290,12 +295,19 @@ class LinaPipeline:
             call = dict(kwargs)
 
         scales = torch.tensor([s.token_scale for s in settings], dtype=torch.float32)
-        if adapter.token_scaling_caveat and (weighted is not None or any(s.uses_tokens for s in settings)):
+        if adapter.token_scaling_caveat and (weighted is not None or any(s.uses_tokens or s.uses_effect_tokens
+                                                                         for s in settings)):
             logger.warning("LINA: %s.", adapter.token_scaling_caveat)
         if weighted is not None:
             cond = self._weight_phrases(cond, weighted, copies, kwargs)
         if any(s.uses_tokens for s in settings):
             cond = self._scale_relation_tokens(cond, [adapter.clean_prompt(t) for t in texts], csgs, scales, copies, kwargs)
+        if any(s.uses_effect_tokens for s in settings):
+            from lina.interventions.effects import cause_spans
+
+            effect_scales = torch.tensor([s.effect_token_scale for s in settings], dtype=torch.float32)
+            cond = self._scale_relation_tokens(cond, [adapter.clean_prompt(t) for t in texts], csgs, effect_scales,
+                                               copies, kwargs, [cause_spans(c) if c is not None else [] for c in csgs])
         call.update({k: v for k, v in adapter.embed_kwargs(cond).items() if v is not None})
 
         hooks = {}
