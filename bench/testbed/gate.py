@@ -35,7 +35,7 @@ from lina.loading import sampling_defaults
 from lina.prompts.csg import CSG
 from lina.world import all_cells, world_sample, world_split
 from lina.world.model import load_testbed_pipeline
-from lina.world.scenes import cell_prompts
+from lina.world.scenes import Cell, cell_prompts, get_world, model_world
 from lina.world.train import encode_prompts
 from lina.world.vocabulary import CATEGORIES
 
@@ -66,11 +66,13 @@ def sample(lina: LinaPipeline, csgs: list[CSG], seeds: list[int], setting: Setti
     return images
 
 
-def unbiased_prompts() -> list[str]:
-    """Relation prompts whose swapped scene is as common in training as their own."""
+def unbiased_prompts(world: str = "v1") -> list[str]:
+    """Relation prompts whose scene and swapped scene are both common in training."""
+    rare = get_world(world).is_rare
     prompts = []
     for cell in all_cells():
-        if cell.category in ("spatial", "contact") and (cell.axis == "x" or all(c != "blue" for c, _ in cell.objects)):
+        swapped = Cell(cell.category, cell.objects[::-1], cell.axis)
+        if cell.category in ("spatial", "contact") and not rare(cell) and not rare(swapped):
             prompts += [csg.prompt for csg in cell_prompts(cell)]
     return prompts
 
@@ -124,21 +126,23 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--limit", type=int, default=None, help="only the first N prompts of each set (a quick run)")
     parser.add_argument("--grid", type=Path, default=GRID, help="where to write the image grid")
+    parser.add_argument("--world", default=None, help="the world of the splits (default: the checkpoint's)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pipe = load_testbed_pipeline(args.checkpoint)
     pipe.set_progress_bar_config(disable=True)
     lina = LinaPipeline.from_pipe(pipe)
+    world = args.world or model_world(pipe)
     started = time.monotonic()
     w, beta = args.guidance, args.contrast
     baseline = Setting(f"baseline (w={w})", w)
 
-    prompts = unbiased_prompts()[: args.limit]
+    prompts = unbiased_prompts(world)[: args.limit]
     csgs = [world_sample(p).csg for p in prompts]
     judgements = TestbedJudge().judge(sample(lina, csgs, list(range(len(csgs))), baseline, args.steps), csgs)
     relation_ok = [next(a.passed for a in j.atoms if a.atom.kind == "relation") for j in judgements]
     ratios = swap_ratio(pipe, prompts)
-    print(f"## Gate (steps {args.steps}, guidance {w})\n")
+    print(f"## Gate (world {world}, steps {args.steps}, guidance {w})\n")
     print(f"unbiased-pair relation accuracy: {100 * np.mean(relation_ok):.1f}% over {len(prompts)} prompts (chance ~50%)")
     print("swap ratio ||v(A rel B) - v(B rel A)|| / ||v_c - v_u|| (median): " + ", ".join(f"sigma {s}: {r:.2f}" for s, r in ratios.items()))
 
@@ -156,7 +160,7 @@ def main() -> None:
     ]
     rows, grid = [], []
     for split in ("ood", "train"):
-        samples = world_split(split, args.split_seed)[: args.limit]
+        samples = world_split(split, args.split_seed, world=world)[: args.limit]
         seeds = list(range(len(samples)))
         for setting in settings:
             images = sample(lina, [s.csg for s in samples], seeds, setting, args.steps)

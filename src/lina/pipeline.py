@@ -230,15 +230,20 @@ class LinaPipeline:
                     text = csg.counterfactual_prompt
                 else:
                     logger.warning("LINA: no counterfactual for %r; contrasting with the neutral prompt.", csg.prompt)
+            elif setting.contrast_prompt == "without_cause":
+                from lina.interventions.effects import without_cause_prompt
+
+                text = without_cause_prompt(csg) or text
             negatives.append(text)
         return negatives
 
     def _scale_relation_tokens(
         self, cond: Conditioning, prompts: list[str], csgs: list[CSG | None], scales: torch.Tensor, copies: int,
-        kwargs: dict,
+        kwargs: dict, spans: list | None = None,
     ) -> Conditioning:
+        """The rows of each prompt's relation words (or of ``spans``, character spans per prompt) times its scale."""
         embeds = cond.embeds
-        spans = [c.relation_spans if c is not None else [] for c in csgs]
+        spans = spans if spans is not None else [c.relation_spans if c is not None else [] for c in csgs]
         for slot in self.adapter.encoder_slots(self.adapter.max_sequence_length(kwargs)):
             if kwargs.get(slot.text_arg) is not None and slot.text_arg != "prompt":
                 logger.warning("LINA: %s reads its own %s; its token rows are left unscaled.", slot.name, slot.text_arg)
@@ -296,10 +301,17 @@ class LinaPipeline:
                 c = self._weight_phrases(c, weighted, copies, kwargs)
             if any(s.uses_tokens for s in settings):
                 c = self._scale_relation_tokens(c, [adapter.clean_prompt(t) for t in texts], csgs, scales, copies, kwargs)
+            if any(s.uses_effect_tokens for s in settings):
+                from lina.interventions.effects import cause_spans
+
+                effect_scales = torch.tensor([s.effect_token_scale for s in settings], dtype=torch.float32)
+                c = self._scale_relation_tokens(c, [adapter.clean_prompt(t) for t in texts], csgs, effect_scales,
+                                                copies, kwargs, [cause_spans(g) if g is not None else [] for g in csgs])
             return c
 
         hooks = {}
-        if adapter.token_rows_after is None or (weighted is None and not any(s.uses_tokens for s in settings)):
+        if adapter.token_rows_after is None or (
+                weighted is None and not any(s.uses_tokens or s.uses_effect_tokens for s in settings)):
             cond = scale_rows(cond)
         else:  # the denoisers normalise each text row first: the same factors act on the normalised rows
             factors = scale_rows(cond.with_embeds(torch.ones_like(cond.embeds))).embeds

@@ -58,7 +58,13 @@ def evaluate(
         raise ValueError("give either --aim or fixed strengths (--token-scale, --contrast, ...), not both")
     if not fixed and aim is None:
         raise ValueError("LINA needs strengths: pass --aim PATH or fixed ones (e.g. --contrast 3 --token-scale 1.8)")
-    items, data_report = load_benchmark_items(benchmark, data, limit, subset, per_category)
+    world = None
+    if benchmark == "testbed":  # the splits of the world the model was trained on
+        from lina.loading import TESTBED_MODEL
+        from lina.world.scenes import model_world
+
+        world = model_world(TESTBED_MODEL if model == "testbed" else model)
+    items, data_report = load_benchmark_items(benchmark, data, limit, subset, per_category, world)
     if not items:
         where = f" in {data}" if data is not None else ""
         raise ValueError(f"no {benchmark} items to evaluate{where} (--subset {subset}); check --data and --subset")

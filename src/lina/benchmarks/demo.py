@@ -60,7 +60,9 @@ def run_demo(
         settings["num_inference_steps"] = num_inference_steps
     if guidance_scale is not None:
         settings["guidance_scale"] = guidance_scale
-    items = world_items(tuple(splits), per_category=per_category)
+    from lina.world.scenes import model_world
+
+    items = world_items(tuple(splits), per_category=per_category, world=model_world(pipe))
     out = Path(out_dir)
     csg_of = {item.prompt: item.csg for item in items}  # the world's own graphs and negatives
     lina_setting = f"AIM {aim}" if aim_model is not None else interventions.to_dict()

@@ -37,10 +37,12 @@ BENCHMARKS = ("winoground", "pap", "testbed")
 
 
 def load_benchmark_items(benchmark: str, data: Path | None = None, limit: int | None = None, subset: str = "all",
-                         per_category: int = 48) -> tuple[list[EvalItem], dict[str, Any] | None]:
+                         per_category: int = 48, world: str | None = None,
+                         ) -> tuple[list[EvalItem], dict[str, Any] | None]:
     """The evaluation items of a benchmark (``winoground``, ``pap`` or ``testbed``), plus the loader's
     data report (or None). ``data`` is the local dataset folder (Winoground, PAP); ``subset`` a PAP
-    subset or testbed split; ``per_category`` the testbed's samples per category and split."""
+    subset or testbed split; ``per_category`` the testbed's samples per category and split; ``world``
+    the testbed world whose splits to use (the model's; None: the default world)."""
     if benchmark == "winoground":
         from lina.benchmarks.winoground import load_winoground
 
@@ -59,6 +61,6 @@ def load_benchmark_items(benchmark: str, data: Path | None = None, limit: int | 
         from lina.benchmarks.testbed import world_items
 
         splits = ("ood", "train") if subset == "all" else (subset,)
-        items = world_items(splits, per_category=per_category)
+        items = world_items(splits, per_category=per_category, world=world)
         return (items[:limit] if limit else items), None
     raise ValueError(f"unknown benchmark {benchmark!r}; choose one of {BENCHMARKS}")

@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-CONTRAST_PROMPTS = ("neutral", "counterfactual", "empty")
+CONTRAST_PROMPTS = ("neutral", "counterfactual", "empty", "without_cause")
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,8 @@ STRENGTHS: tuple[Strength, ...] = (
              aim=(1.0, 4.0), grid=(1.0, 1.5, 2.0, 3.0), cli=2.0),
     Strength("step_share", None, (0.0, 1.0),
              "explicit sigma reallocation: share of the steps spent in the first contrast_window"),
+    Strength("effect_token_scale", 1.0, (0.0, 4.0),
+             "factor on the rows of the words causing the implied effects (mirror, lamp, jar), per encoder"),
 )
 SEARCH_ORDER = ("contrast", "contrast_window", "token_scale", "shift_gain")  # coordinate descent visits them so
 
@@ -81,11 +83,17 @@ class Interventions:
     shift_gain: factor k on the flow-matching time shift, ``s -> k * s`` (1 = off); spends more of the
         step budget at high noise, where the scene's causal structure forms.
     contrast_prompt: the negative of the contrast: ``"neutral"`` (the entities with the relations
-        removed), ``"counterfactual"`` (each relation reversed: subject and object swapped), or
-        ``"empty"`` (the empty prompt: the same extra guidance carrying no relation information, a
-        guidance-only control for ablations).
+        removed), ``"counterfactual"`` (each relation reversed: subject and object swapped; for a lamp
+        this moves the light to the other side), ``"empty"`` (the empty prompt: the same extra guidance
+        carrying no relation information, a guidance-only control for ablations), or
+        ``"without_cause"`` (the scene without what causes its implied effects: "a blue circle" for
+        "a blue circle on a mirror"; the neutral prompt where nothing can be taken away;
+        `lina.interventions.effects`).
     step_share: explicit sigma reallocation; the share of the step budget spent in the first
         ``contrast_window`` of the trajectory (None = off; equal to contrast_window is the identity).
+    effect_token_scale: factor on the prompt-embedding rows of the words that cause the CSG's implied
+        effects (the mirror of a reflection, the light of a shadow, the container of a fill level),
+        per encoder (1 = off).
     """
 
     token_scale: float = _NEUTRAL["token_scale"]
@@ -94,6 +102,7 @@ class Interventions:
     shift_gain: float = _NEUTRAL["shift_gain"]
     contrast_prompt: str = "neutral"
     step_share: float | None = _NEUTRAL["step_share"]
+    effect_token_scale: float = _NEUTRAL["effect_token_scale"]
 
     def __post_init__(self) -> None:
         if {f.name for f in fields(self)} - {"contrast_prompt"} != set(RANGES):
@@ -118,6 +127,10 @@ class Interventions:
         return self.token_scale != 1.0
 
     @property
+    def uses_effect_tokens(self) -> bool:
+        return self.effect_token_scale != 1.0
+
+    @property
     def uses_contrast(self) -> bool:
         return self.contrast != 0.0 and self.contrast_window > 0.0
 
@@ -128,7 +141,7 @@ class Interventions:
     @property
     def is_neutral(self) -> bool:
         """True when the interventions change nothing: the output equals the plain pipeline's."""
-        return not (self.uses_tokens or self.uses_contrast or self.uses_schedule)
+        return not (self.uses_tokens or self.uses_effect_tokens or self.uses_contrast or self.uses_schedule)
 
     def replace(self, **changes: Any) -> Interventions:
         return replace(self, **changes)

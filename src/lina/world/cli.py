@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from lina.loading import TESTBED_MODEL, TESTBED_UNET_MODEL
-from lina.world.scenes import RARE_WEIGHT, world_split
+from lina.world.scenes import DEFAULT_WORLD, RARE_WEIGHT, WORLDS, world_split
 
 app = typer.Typer(help="The synthetic testbed world: its prompts and the text-to-image model trained on it.", no_args_is_help=True)
 
@@ -38,13 +38,18 @@ class Split(str, Enum):
     train = "train"
 
 
+World = Enum("World", {name: name for name in WORLDS}, type=str)  # type: ignore[misc]
+_WORLD_HELP = "Which cells are rare: " + "; ".join(f"{w.name}: {w.description}" for w in WORLDS.values()) + "."
+
+
 @app.command()
 def prompts(
     split: Split = typer.Option(Split.ood, help="ood: rare recombinations; train: in-distribution."),
     seed: int = typer.Option(0, help="Seed of the split."),
+    world: World = typer.Option(DEFAULT_WORLD, help=_WORLD_HELP),
 ) -> None:
     """Print the split's distinct prompts, one per line."""
-    for prompt in dict.fromkeys(sample.prompt for sample in world_split(split.value, seed)):
+    for prompt in dict.fromkeys(sample.prompt for sample in world_split(split.value, seed, world=world.value)):
         typer.echo(prompt)
 
 
@@ -54,12 +59,15 @@ def train(
         Family.sd3,
         help="sd3: the StableDiffusion3Pipeline testbed; sd: a StableDiffusionPipeline (UNet) on the same world.",
     ),
+    world: World = typer.Option(DEFAULT_WORLD, help=_WORLD_HELP + " Recorded in the saved model's folder."),
     output: Path | None = typer.Option(
-        None, help="Where to save the trained pipeline (default: src/lina/assets/testbed, testbed_unet for sd)."
+        None, help="Where to save the trained pipeline (default: src/lina/assets/testbed, testbed_unet for sd; "
+                   "WORK_DIR/model for a world other than v1)."
     ),
     work_dir: Path | None = typer.Option(
         None,
-        help="Checkpoints; rerun with the same options to resume (default: runs/testbed, runs/testbed_unet for sd).",
+        help="Checkpoints; rerun with the same options to resume (default: runs/testbed, runs/testbed_unet for sd; "
+             "with _WORLD appended for a world other than v1, e.g. runs/testbed_v2).",
     ),
     steps: int | None = typer.Option(None, help="Denoiser training steps (default: 8000, 4000 for sd)."),
     anneal_steps: int | None = typer.Option(
@@ -81,12 +89,16 @@ def train(
     from lina.world.train import TrainConfig, train_testbed
 
     default_output, default_work_dir, default_steps, default_anneal = _FAMILY_DEFAULTS[family.value]
+    if world.value != DEFAULT_WORLD:  # never over the shipped v1 model by default
+        default_work_dir = default_work_dir.with_name(f"{default_work_dir.name}_{world.value}")
+        default_output = (work_dir or default_work_dir) / "model"
     output, work_dir = output or default_output, work_dir or default_work_dir
     steps = default_steps if steps is None else steps
     anneal_steps = default_anneal if anneal_steps is None else anneal_steps
     config = TrainConfig(
         seed=seed,
         family=family.value,
+        world=world.value,
         prediction_type=prediction_type.value,
         samples=samples,
         rare_weight=rare_weight,

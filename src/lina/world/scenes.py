@@ -5,18 +5,36 @@ A *cell* is what a scene means (which objects, which relation, which side, which
 so its CSG is exact (no parsing). Physical effects are not drawn from the prompt: the renderer
 derives reflections, shadows and water from the layout's geometry.
 
-The training prior is biased on purpose: one cell family per category is rare (``rare_weight``
-times as likely as any other cell; the lamp-on-the-right shadow cells ``RARE_SCALE["shadow"]`` times
-that, because nothing else in the world shows a lamp, so those cells are its only source). The ``"ood"`` split is made of those rare cells only; the
-``"train"`` split of common cells, phrased and placed the same way.
+The training prior is biased on purpose: some cells are rare (``rare_weight`` times as likely as
+any other cell of their category). Which ones is what a *world* (`WORLDS`) sets; every world has the
+same cells, prompts, layouts and renderer:
+
+- ``v1`` (the default, the shipped model's): one cell family per category is rare: blue on top (spatial
+  and contact), a blue thing on the mirror, a lamp on the right (for every object; those cells weigh
+  ``RARE_SCALE["shadow"]`` times more, since nothing else in the world shows a lamp there), a mostly
+  empty blue jar. Some rare cells are therefore a factor the model barely saw, not a recombination.
+- ``v2``: every factor value is common on its own and only some combinations are rare: a lamp on
+  either side is common, but rare beside a few colour x shape pairs; reflections of every colour
+  and shape are seen, but two colour x shape combinations on the mirror are rare; likewise contact
+  (a few top thing x bottom colour pairs) and fill levels (a few colour x level pairs). v1's spatial
+  rare cells are kept.
+
+The ``"ood"`` split of a world is made of its rare cells only; the ``"train"`` split of common cells,
+phrased and placed the same way. A split name may name its world: ``"ood@v2"``, ``"ood:0/2@v2"``.
+A trained model's folder records its world (``lina_world.json``, `model_world`).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import random
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from functools import cache
 from itertools import product
+from pathlib import Path
+from typing import Any
 
 from lina.prompts.csg import CSG, Effect, Entity, Relation
 from lina.prompts.vocabulary import COMPARATIVE, CONTACT, FILL_LEVEL, REFLECTION, SHADOW, SPATIAL
@@ -61,27 +79,86 @@ class Cell:
 
     @property
     def rare(self) -> bool:
-        """The deliberately rare cells: blue on top, a lamp on the right, a mostly empty blue jar."""
-        if self.category in ("spatial", "contact", "mirror"):
-            return self.objects[0][0] == "blue" and self.axis != "x"
-        if self.category == "shadow":
-            return self.lamp_side > 0
-        return self.objects[0][0] == "blue" and not self.water_more
+        """Whether the cell is rare in the default world (v1); ``get_world(name).is_rare`` for any world."""
+        return _v1_rare(self)
+
+
+def _v1_rare(cell: Cell) -> bool:
+    """v1's rare cells: blue on top, a blue thing on the mirror, a lamp on the right, a mostly empty blue jar."""
+    if cell.category in ("spatial", "contact", "mirror"):
+        return cell.objects[0][0] == "blue" and cell.axis != "x"
+    if cell.category == "shadow":
+        return cell.lamp_side > 0
+    return cell.objects[0][0] == "blue" and not cell.water_more
+
+
+# v2's rare combinations. Each factor value they combine stays common in other cells.
+V2_RARE_SHADOW = frozenset({(("blue", "circle"), 1), (("green", "square"), 1), (("red", "circle"), -1)})
+"""(thing, lamp side): a lamp right of a blue circle or a green square, left of a red circle."""
+V2_RARE_MIRROR = frozenset({("blue", "circle"), ("red", "square")})
+"""Things on the mirror: a blue circle, a red square (a blue square and a red circle are common)."""
+V2_RARE_CONTACT = frozenset({(("blue", "circle"), "red"), (("red", "square"), "green"), (("green", "circle"), "blue")})
+"""(top thing, bottom colour), either bottom shape: a blue circle on a red shape, and so on."""
+V2_RARE_FILL = frozenset({("blue", False), ("red", True)})
+"""(water colour, more water than empty space): a mostly empty blue jar, a mostly full red one."""
+
+
+def _v2_rare(cell: Cell) -> bool:
+    if cell.category == "spatial":
+        return _v1_rare(cell)
+    if cell.category == "contact":
+        return (cell.objects[0], cell.objects[1][0]) in V2_RARE_CONTACT
+    if cell.category == "mirror":
+        return cell.objects[0] in V2_RARE_MIRROR
+    if cell.category == "shadow":
+        return (cell.objects[0], cell.lamp_side) in V2_RARE_SHADOW
+    return (cell.objects[0][0], cell.water_more) in V2_RARE_FILL
+
+
+@dataclass(frozen=True)
+class World:
+    """Which cells of the world are rare in the training prior (and make up its ``"ood"`` split).
+
+    ``rare_scale``: per-category multipliers of the rare weight.
+    """
+
+    name: str
+    description: str
+    is_rare: Callable[[Cell], bool] = field(repr=False)
+    rare_scale: Mapping[str, float] = field(default_factory=dict)
+
+
+WORLDS: dict[str, World] = {
+    "v1": World("v1", "one cell family per category rare (blue on top, a lamp on the right, ...)", _v1_rare,
+                RARE_SCALE),
+    "v2": World("v2", "every factor common, only some combinations rare (a lamp right of a blue circle, ...)",
+                _v2_rare),
+}
+DEFAULT_WORLD = "v1"
+
+
+def get_world(name: str | None = None) -> World:
+    """The world named ``name`` (None: the default, v1)."""
+    name = DEFAULT_WORLD if name is None else name
+    if name not in WORLDS:
+        raise ValueError(f"unknown testbed world {name!r}; choose one of {', '.join(WORLDS)}")
+    return WORLDS[name]
 
 
 @dataclass(frozen=True)
 class WorldSample:
-    """A prompt, its CSG and category, and one layout of the scene it describes."""
+    """A prompt, its CSG and category, and one layout of the scene it describes, in ``world``."""
 
     prompt: str
     csg: CSG
     category: str
     cell: Cell
     things: tuple[Thing, ...]
+    world: str = DEFAULT_WORLD
 
     @property
     def rare(self) -> bool:
-        return self.cell.rare
+        return get_world(self.world).is_rare(self.cell)
 
 
 # ---------------------------------------------------------------- prompts and CSGs
@@ -312,35 +389,47 @@ def layout(cell: Cell, rng: random.Random, neutral: bool = False) -> tuple[Thing
 # ---------------------------------------------------------------- sampling and splits
 
 
-def _sample(cell: Cell, csg: CSG, rng: random.Random, neutral: bool = False) -> WorldSample:
-    return WorldSample(csg.prompt, csg, cell.category, cell, layout(cell, rng, neutral))
+def _sample(cell: Cell, csg: CSG, rng: random.Random, neutral: bool = False, world: str = DEFAULT_WORLD) -> WorldSample:
+    return WorldSample(csg.prompt, csg, cell.category, cell, layout(cell, rng, neutral), world)
 
 
-def sample_world(n: int, seed: int, rare_weight: float = RARE_WEIGHT) -> list[WorldSample]:
-    """``n`` training samples from the biased prior (rare cells ``rare_weight`` times as likely).
+def sample_world(n: int, seed: int, rare_weight: float = RARE_WEIGHT, world: str = DEFAULT_WORLD) -> list[WorldSample]:
+    """``n`` training samples from ``world``'s biased prior (its rare cells ``rare_weight`` times as likely).
 
-    The weight of a rare cell is ``rare_weight * RARE_SCALE.get(category, 1)``.
+    The weight of a rare cell is ``rare_weight * rare_scale.get(category, 1)`` (`World.rare_scale`).
     """
+    spec = get_world(world)
     rng = random.Random(seed)
     by_category = {c: [cell for cell in all_cells() if cell.category == c] for c in CATEGORIES}
     samples = []
     for _ in range(n):
         category = rng.choices(CATEGORIES, [CATEGORY_WEIGHTS[c] for c in CATEGORIES])[0]
         cells = by_category[category]
-        weight = min(1.0, rare_weight * RARE_SCALE.get(category, 1.0))
-        cell = rng.choices(cells, [weight if cell.rare else 1.0 for cell in cells])[0]
+        weight = min(1.0, rare_weight * spec.rare_scale.get(category, 1.0))
+        cell = rng.choices(cells, [weight if spec.is_rare(cell) else 1.0 for cell in cells])[0]
         if rng.random() < NEUTRAL_RATE:
-            samples.append(_sample(cell, neutral_prompt(cell), rng, neutral=True))
+            samples.append(_sample(cell, neutral_prompt(cell), rng, neutral=True, world=spec.name))
         else:
-            samples.append(_sample(cell, rng.choice(cell_prompts(cell)), rng))
+            samples.append(_sample(cell, rng.choice(cell_prompts(cell)), rng, world=spec.name))
     return samples
 
 
 SPLITS = ("ood", "train")
 
 
+def split_world(name: str) -> tuple[str, str | None]:
+    """``"ood:0/2@v2"`` -> ("ood:0/2", "v2"); a name without ``@`` -> (name, None)."""
+    base, at, world = name.partition("@")
+    if at:
+        get_world(world)
+    return base, (world if at else None)
+
+
 def parse_split(name: str) -> tuple[str, int | None, int]:
-    """``"ood"`` -> ("ood", None, 1); ``"ood:1/2"`` -> ("ood", 1, 2): fold 1 of 2 of the split."""
+    """``"ood"`` -> ("ood", None, 1); ``"ood:1/2"`` -> ("ood", 1, 2): fold 1 of 2 of the split.
+
+    A world suffix (``"ood:1/2@v2"``) is checked and left out (`split_world` reads it)."""
+    name, _ = split_world(name)
     base, _, fold = name.partition(":")
     if base not in SPLITS:
         raise ValueError(f"unknown split {name!r}; choose one of {SPLITS}, or a fold of one such as 'ood:0/2'")
@@ -352,36 +441,77 @@ def parse_split(name: str) -> tuple[str, int | None, int]:
     return base, int(index), int(count)
 
 
-def cell_fold(cell: Cell, folds: int) -> int:
+def cell_fold(cell: Cell, folds: int, world: str = DEFAULT_WORLD) -> int:
     """The fold of ``cell``: cells are dealt round-robin to the folds within each category, in the
     fixed order of `all_cells`, so every fold holds each category's cells in the same proportion and
     all phrasings of one cell (e.g. "A above B" and "B below A") land in the same fold."""
-    same = [c for c in all_cells() if c.category == cell.category and c.rare == cell.rare]
+    rare = get_world(world).is_rare
+    same = [c for c in all_cells() if c.category == cell.category and rare(c) == rare(cell)]
     return same.index(cell) % folds
 
 
-def world_split(name: str, seed: int = 0, per_category: int = 48) -> list[WorldSample]:
-    """An evaluation split: ``per_category`` samples per category, prompts cycled in a fixed order.
+def world_split(name: str, seed: int = 0, per_category: int = 48, world: str | None = None) -> list[WorldSample]:
+    """An evaluation split of ``world``: ``per_category`` samples per category, prompts cycled in a fixed order.
 
     ``"ood"``: the rare cells (rarely seen in training). ``"train"``: common cells, in-distribution.
     ``"ood:I/K"`` (or ``"train:I/K"``): the samples of that split whose cell is in fold I of K (see
     `cell_fold`). Folds let a method tuned on some rare cells be evaluated on the others (cross-fitting).
+    ``world``: the world of a name that names none after ``@`` (None: the default, v1).
     """
+    name, named = split_world(name)
+    spec = get_world(named or world)
     base, fold, folds = parse_split(name)
     if fold is not None:
-        return [s for s in world_split(base, seed, per_category) if cell_fold(s.cell, folds) == fold]
+        return [s for s in world_split(base, seed, per_category, spec.name)
+                if cell_fold(s.cell, folds, spec.name) == fold]
     rng = random.Random(seed)
     samples = []
     for category in CATEGORIES:
-        cells = [c for c in all_cells() if c.category == category and c.rare == (base == "ood")]
+        cells = [c for c in all_cells() if c.category == category and spec.is_rare(c) == (base == "ood")]
         phrasings = [(cell, csg) for cell in cells for csg in cell_prompts(cell)]
         if base == "train":
             rng.shuffle(phrasings)
-        samples += [_sample(*phrasings[i % len(phrasings)], rng) for i in range(per_category)]
+        samples += [_sample(*phrasings[i % len(phrasings)], rng, world=spec.name) for i in range(per_category)]
     return samples
 
 
-def world_sample(prompt: str, seed: int = 0) -> WorldSample:
+# ---------------------------------------------------------------- a trained model's world
+
+WORLD_FILE = "lina_world.json"
+"""Beside a trained testbed model's ``model_index.json``: ``{"world": NAME}``, the world it was trained on."""
+
+
+def write_model_world(folder: str | os.PathLike[str], world: str) -> Path:
+    """Record in a model folder the world the model was trained on."""
+    path = Path(folder) / WORLD_FILE
+    path.write_text(json.dumps({"world": get_world(world).name}) + "\n")
+    return path
+
+
+def model_world(pipe_or_path: Any) -> str:
+    """The world a testbed model was trained on: its folder's ``lina_world.json``, or v1 (models
+    trained before worlds were recorded, and anything not loaded from a folder).
+
+    ``pipe_or_path``: a model folder, a pipeline loaded with ``from_pretrained``, or a ``LinaPipeline``."""
+    source = pipe_or_path
+    if hasattr(source, "pipe") and not isinstance(source, (str, os.PathLike)):
+        source = source.pipe
+    if not isinstance(source, (str, os.PathLike)):
+        config = getattr(source, "config", None)
+        source = config.get("_name_or_path") if isinstance(config, Mapping) else None
+        if not source:
+            return DEFAULT_WORLD
+    path = Path(source).expanduser() / WORLD_FILE
+    if not path.is_file():
+        return DEFAULT_WORLD
+    try:
+        name = json.loads(path.read_text())["world"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f"{path} is not a world record ({error}); write {{\"world\": \"v1\"}} or retrain") from error
+    return get_world(name).name
+
+
+def world_sample(prompt: str, seed: int = 0, world: str = DEFAULT_WORLD) -> WorldSample:
     """The world sample of a prompt of the world's grammar, placed at random from ``seed``."""
     entry = world_prompts().get(prompt.strip().lower())
     if entry is None:
@@ -396,4 +526,4 @@ def world_sample(prompt: str, seed: int = 0) -> WorldSample:
     cell, neutral = entry
     rng = random.Random(seed)
     csg = neutral_prompt(cell) if neutral else next(c for c in cell_prompts(cell) if c.prompt == prompt.strip().lower())
-    return _sample(cell, csg, rng, neutral)
+    return _sample(cell, csg, rng, neutral, get_world(world).name)

@@ -17,7 +17,9 @@ Two families share every phase but the denoiser's objective: ``sd3`` (the shippe
    ``noise - x0``, logit-normal sigmas), the UNet DDPM noise prediction (uniform timesteps, the
    target its scheduler's ``prediction_type`` names).
 
-Every phase checkpoints into a work directory and a rerun resumes from the last checkpoint.
+Every phase checkpoints into a work directory and a rerun resumes from the last checkpoint. The
+config's ``world`` (`lina.world.scenes.WORLDS`) sets which cells the training prior makes rare; the
+saved model folder records it (``lina_world.json``), so evaluations use that world's splits.
 """
 
 from __future__ import annotations
@@ -42,7 +44,10 @@ from lina.progress import progress
 from lina.prompts.csg import CSG, Entity
 from lina.world.model import MAX_SEQUENCE_LENGTH, SAMPLING, build_testbed_pipeline, build_unet_testbed_pipeline
 from lina.world.render import render
-from lina.world.scenes import RARE_WEIGHT, Cell, cell_prompts, neutral_prompt, sample_world, world_prompts
+from lina.world.scenes import (
+    DEFAULT_WORLD, RARE_WEIGHT, Cell, cell_prompts, get_world, neutral_prompt, sample_world, world_prompts,
+    write_model_world,
+)
 from lina.world.vocabulary import CATEGORIES, COLORS, SHAPES
 
 ENTITY_CLASSES: tuple[str, ...] = (
@@ -68,6 +73,7 @@ class TrainConfig:
 
     seed: int = 0
     family: str = "sd3"  # "sd3": the SD3 testbed; "sd": the UNet testbed
+    world: str = DEFAULT_WORLD  # which cells are rare (lina.world.scenes.WORLDS); recorded with the model
     prediction_type: str = "epsilon"  # the UNet's target: "epsilon" or "v_prediction" (sd only)
     samples: int = 16000
     rare_weight: float = RARE_WEIGHT
@@ -86,12 +92,13 @@ class TrainConfig:
             raise ValueError(f"unknown testbed family {self.family!r}; choose one of: {', '.join(RECIPES)}")
         if self.prediction_type not in ("epsilon", "v_prediction"):
             raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {self.prediction_type!r}")
+        get_world(self.world)
 
 
 # Options a resumed run may change: they do not alter the steps already taken.
 _RESUMABLE_CHANGES = {"steps", "checkpoint_every", "threads"}
 # Options added later, with the value runs from before them had.
-_DEFAULTS_OF_OLDER_RUNS = {"family": "sd3", "prediction_type": "epsilon"}
+_DEFAULTS_OF_OLDER_RUNS = {"family": "sd3", "prediction_type": "epsilon", "world": DEFAULT_WORLD}
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
@@ -408,7 +415,7 @@ class _Trainer:
             self.state = _State(asdict(config))
             self.pipe = self.recipe.build(config)
         self.state.losses.setdefault(self.recipe.denoiser_name, [])
-        samples = sample_world(config.samples, config.seed, config.rare_weight)
+        samples = sample_world(config.samples, config.seed, config.rare_weight, config.world)
         self.prompts = sorted(world_prompts()) + [""]
         prompt_index = {p: i for i, p in enumerate(self.prompts)}
         self.sample_prompts = torch.tensor([prompt_index[s.prompt] for s in samples])
@@ -577,10 +584,12 @@ def train_testbed(
     pipe = trainer.run()
     pipe.save_pretrained(output)
     write_sampling_defaults(output, trainer.recipe.sampling)
+    write_model_world(output, config.world)
     plot_losses(trainer.state.losses, work_dir / "loss_curve.png")
     final = trainer.state.losses[trainer.recipe.denoiser_name][-100:]
     return {
         "family": config.family,
+        "world": config.world,
         "steps": config.steps,
         "seconds": round(trainer.state.seconds, 1),
         "final_loss": float(np.mean(final)) if final else None,
