@@ -98,7 +98,6 @@ class AIMHead:
         return f"{type(self).__name__}({self.config()})"
 
 
-@dataclass(eq=False, repr=False)
 class StrengthHead(AIMHead):
     """Regresses each strength in ``targets`` as a fraction of its range in ``bounds`` (a sigmoid, so
     every prediction is valid by construction) and picks the contrast's negative among
@@ -106,19 +105,17 @@ class StrengthHead(AIMHead):
     pushes away from its opposite, and which helps depends on the prompt; one entry = always that one).
     Trained on the weighted MSE of the fractions plus the weighted cross-entropy of the choice."""
 
-    kind: ClassVar[str] = "strengths"
-    targets: Sequence[str] = tuple(DEFAULT_BOUNDS)
-    bounds: Mapping[str, Sequence[float]] | None = None
-    contrast_prompts: Sequence[str] = ("neutral",)
+    kind = "strengths"
 
-    def __post_init__(self) -> None:
-        bounds = {k: tuple(v) for k, v in (self.bounds or DEFAULT_BOUNDS).items()}
-        self.targets = tuple(self.targets)
+    def __init__(self, targets: Sequence[str] = tuple(DEFAULT_BOUNDS), bounds: Mapping[str, Sequence[float]] | None = None,
+                 contrast_prompts: Sequence[str] = ("neutral",)) -> None:
+        bounds = {k: tuple(v) for k, v in (bounds or DEFAULT_BOUNDS).items()}
+        self.targets = tuple(targets)
         unknown = [t for t in self.targets if t not in bounds]
         if unknown:
             raise ValueError(f"no bounds for AIM targets {unknown}; give bounds for each of {list(self.targets)}")
         self.bounds = {t: bounds[t] for t in self.targets}
-        self.contrast_prompts = tuple(self.contrast_prompts)
+        self.contrast_prompts = tuple(contrast_prompts)
         if not self.contrast_prompts:
             raise ValueError("contrast_prompts is empty; list at least one negative (neutral, counterfactual, empty)")
         if len(set(self.contrast_prompts)) != len(self.contrast_prompts):
@@ -172,7 +169,6 @@ class StrengthHead(AIMHead):
                 "contrast_prompts": list(self.contrast_prompts)}
 
 
-@dataclass(eq=False, repr=False)
 class GainHead(AIMHead):
     """Predicts the judged gain (pass rate minus the plain model's) of each setting of ``codebook``
     and answers with the best one, or neutral strengths where none is predicted to beat the plain
@@ -180,12 +176,10 @@ class GainHead(AIMHead):
     settings, which can be a bad one, and a setting it picks was judged. Trained on the MSE of the
     judged entries of a gain table."""
 
-    kind: ClassVar[str] = "gains"
-    codebook: Sequence[Interventions | Mapping[str, Any]] = ()
+    kind = "gains"
 
-    def __post_init__(self) -> None:
-        self.codebook = tuple(s if isinstance(s, Interventions) else Interventions.from_dict(dict(s))
-                              for s in self.codebook)
+    def __init__(self, codebook: Sequence[Interventions | Mapping[str, Any]]) -> None:
+        self.codebook = tuple(s if isinstance(s, Interventions) else Interventions.from_dict(dict(s)) for s in codebook)
         if not self.codebook:
             raise ValueError("a gain head needs a non-empty codebook of settings")
 

@@ -25,7 +25,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from lina.aim.features import FEATURE_NAMES, ROLES, csg_features
-from lina.aim.heads import AIMHead, GainHead, StrengthHead
+from lina.aim.heads import DEFAULT_BOUNDS, AIMHead, GainHead, StrengthHead
 from lina.interventions.strengths import NEUTRAL, Interventions
 from lina.prompts.csg import CSG
 
@@ -130,7 +130,7 @@ def _legacy_head(config: Mapping) -> AIMHead:
     if config.get("codebook"):
         return GainHead(config["codebook"])
     prompts = config.get("contrast_prompts") or [config.get("contrast_prompt", "neutral")]
-    return StrengthHead(config.get("targets", StrengthHead.targets), config.get("bounds"), prompts)
+    return StrengthHead(config.get("targets", tuple(DEFAULT_BOUNDS)), config.get("bounds"), prompts)
 
 
 class AIM(nn.Module, PyTorchModelHubMixin, library_name="lina", tags=["lina", "aim"], license="apache-2.0",
