@@ -38,17 +38,19 @@ def test_the_shipped_aim_predicts_the_recorded_settings_and_gains(lina, recorded
     prompts = [r["prompt"] for r in rows]
     assert len(prompts) == len(world_items(("ood", "train"))) == 124  # every world prompt of both splits
     csgs = _csgs(prompts, graphs)
-    predicted = lina.predict_interventions(prompts, csgs=csgs)
-    for row, got in zip(rows, predicted):
+    adapter, length = lina.adapter, lina.adapter.default_max_sequence_length  # the length the AIM was trained on
+    pooled, roles = encoding_inputs(adapter, adapter.encode(prompts, length), prompts, csgs, length, roles=True)
+    for row, got in zip(rows, lina.aim.predict(csgs, pooled, roles)):
         want = row["interventions"]
         assert got.to_dict().keys() == want.keys()
         for name, value in want.items():
             assert got.to_dict()[name] == (pytest.approx(value, abs=1e-6) if isinstance(value, float) else value), row["prompt"]
-    adapter, length = lina.adapter, lina.adapter.default_max_sequence_length  # the length the AIM was trained on
-    pooled, roles = encoding_inputs(adapter, adapter.encode(prompts, length), prompts, csgs, length, roles=True)
     with torch.no_grad():
         raw = lina.aim(pooled, torch.stack([csg_features(c) for c in csgs]), roles)
     torch.testing.assert_close(raw, torch.tensor([r["raw"] for r in rows]), rtol=0, atol=1e-6)
+    # the pipeline's own path (parse, encode at the AIM's length, predict) gives the same settings
+    some = slice(0, 124, 8)
+    assert lina.predict_interventions(prompts[some], csgs=csgs[some]) == lina.aim.predict(csgs, pooled, roles)[some]
 
 
 def test_a_call_uses_the_recorded_settings_under_the_models_own_sampling_settings(lina, recorded):
