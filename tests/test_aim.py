@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from lina import Interventions
-from lina.aim import AIM, JudgedScorer, coordinate_descent, csg_features, train_aim
-from lina.aim.search import canonical, read_search_results, tune_hard_cases
+from lina.aim import AIM, csg_features
+from lina.tuning import JudgedScorer, coordinate_descent, fit
+from lina.tuning.search import canonical, read_search_results, tune_hard_cases
 from lina.interventions.strengths import NEUTRAL
 from lina.judges.base import Atom, AtomResult, Judgement
 from lina.pipeline import LinaPipeline
@@ -130,15 +131,15 @@ def test_aim_learns_a_learnable_mapping_and_round_trips(tmp_path):
     torch.manual_seed(0)
     pooled = torch.zeros(len(prompts), 16)  # the targets depend on the CSG counts only
     aim = AIM("sd3", 16, hidden=32, dropout=0.0)
-    report = train_aim(aim, pooled, csgs, targets, epochs=400, lr=1e-2, val_fraction=0.25, patience=400, progress=False)
+    report = fit(aim, pooled, csgs, aim.head.targets_of(targets), epochs=400, lr=1e-2, val_fraction=0.25, patience=400, progress=False)
     assert report.val_loss < 0.01
-    predicted = aim.predict(prompts, pooled=pooled, csgs=csgs)
+    predicted = aim.predict(csgs, pooled)
     for got, want in zip(predicted, targets):
         assert abs(got.contrast - want.contrast) < 1.5 and abs(got.token_scale - want.token_scale) < 0.5
     aim.save_pretrained(tmp_path)
     loaded = AIM.from_pretrained(tmp_path)
     assert (loaded.family, loaded.embed_dim) == ("sd3", 16)
-    assert loaded.predict(prompts, pooled=pooled, csgs=csgs) == predicted
+    assert loaded.predict(csgs, pooled) == predicted
 
 
 def test_aim_predictions_stay_in_range_and_relation_free_prompts_are_neutral():
@@ -146,9 +147,9 @@ def test_aim_predictions_stay_in_range_and_relation_free_prompts_are_neutral():
     with torch.no_grad():
         aim.members[0].net[-1].bias.fill_(50.0)  # saturate: still valid strengths
     prompts = ["a bird eats a snake", "a red ball"]
-    out = aim.predict(prompts, pooled=torch.randn(2, 8))
+    out = aim.predict([parse_prompt(p) for p in prompts], torch.randn(2, 8))
     assert out[1] == NEUTRAL
-    for name, (low, high) in aim.bounds.items():
+    for name, (low, high) in aim.head.bounds.items():
         assert low <= getattr(out[0], name) <= high
     assert csg_features(parse_prompt("a red ball")).shape == csg_features(parse_prompt("a bird eats a snake")).shape
 
@@ -167,7 +168,7 @@ def test_pipeline_uses_aim_when_no_strengths_are_given(sd3_pipe):
     lina = LinaPipeline.from_pipe(sd3_pipe, aim=aim)
     prompts = ["a bird eats a snake", "a red ball"]
     out = lina(prompts, num_inference_steps=2, height=32, width=32, output_type="latent")
-    assert out.interventions[0] == aim.predict(prompts[:1])[0] and not out.interventions[0].is_neutral
+    assert out.interventions[0] == lina.predict_interventions(prompts[:1])[0] and not out.interventions[0].is_neutral
     assert out.interventions[1] == NEUTRAL
     explicit = lina(prompts[:1], Interventions(), num_inference_steps=2, height=32, width=32, output_type="latent")
     assert explicit.interventions == [NEUTRAL]
@@ -180,7 +181,7 @@ def test_aim_adds_no_text_encoder_work_and_matches_its_strengths_given_explicitl
     aim = AIM("sd3", adapter.pooled_width(), role_dim=3 * adapter.token_width() if reads_roles else 0)
     lina = LinaPipeline.from_pipe(sd3_pipe, aim=aim)
     prompt = "a bird eats a snake"
-    predicted = aim.predict([prompt])[0]
+    predicted = lina.predict_interventions([prompt])[0]
     assert predicted.uses_contrast
     rows = []
     hook = sd3_pipe.text_encoder.register_forward_hook(lambda module, args, output: rows.append(args[0].shape[0]))

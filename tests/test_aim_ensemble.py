@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from lina import Interventions
-from lina.aim import AIM, train_aim, train_aim_gains
+from lina.aim import AIM, GainHead, StrengthHead
 from lina.aim.features import csg_features
 from lina.prompts import parse_prompt
+from lina.tuning import fit
 
 A = Interventions(contrast=6.0, contrast_window=0.25)
 B = Interventions(token_scale=2.0)
@@ -26,22 +27,22 @@ def _gains():
 
 def test_ensemble_answers_with_the_mean_of_its_members():
     torch.manual_seed(0)
-    aim = AIM("sd3", 8, hidden=16, codebook=[A.to_dict(), B.to_dict()], ensemble=3)
+    aim = AIM("sd3", 8, GainHead([A, B]), hidden=16, ensemble=3)
     csgs, _, _ = _gains()
     pooled, features = torch.randn(len(csgs), 8), torch.stack([csg_features(c) for c in csgs])
     aim.eval()
     with torch.no_grad():
-        each = [aim(pooled, features, member=k)[0] for k in range(3)]
-        torch.testing.assert_close(aim(pooled, features)[0], torch.stack(each).mean(0))
+        each = [aim(pooled, features, member=k) for k in range(3)]
+        torch.testing.assert_close(aim(pooled, features), torch.stack(each).mean(0))
     assert not torch.allclose(each[0], each[1])  # members start from their own initialisation
-    with torch.no_grad():  # an edited member is seen (the batched pass restacks changed weights)
+    with torch.no_grad():  # an edited member is seen
         aim.members[1].net[-1].bias.add_(1.0)
-        torch.testing.assert_close(aim(pooled, features)[0], torch.stack(each).mean(0) + 1.0 / 3)
-    aim(pooled, features)[0].sum().backward()  # with autograd on, the mean reaches every member's weights
+        torch.testing.assert_close(aim(pooled, features), torch.stack(each).mean(0) + 1.0 / 3)
+    aim(pooled, features).sum().backward()  # with autograd on, the mean reaches every member's weights
     assert all(m.net[0].weight.grad is not None and m.net[0].weight.grad.abs().sum() > 0 for m in aim.members)
     # strengths: the mean is taken before the sigmoid, so it stays in range
-    regress = AIM("sd3", 8, hidden=16, ensemble=2, contrast_prompts=["neutral", "counterfactual"])
-    unit, logits = regress(pooled, features)
+    regress = AIM("sd3", 8, StrengthHead(contrast_prompts=["neutral", "counterfactual"]), hidden=16, ensemble=2)
+    unit, logits = regress.head.split(regress(pooled, features))
     assert unit.shape == (len(csgs), 4) and ((unit > 0) & (unit < 1)).all() and logits.shape == (len(csgs), 2)
     with pytest.raises(ValueError, match="positive number of members"):
         AIM("sd3", 8, ensemble=0)
@@ -51,19 +52,19 @@ def test_each_member_is_fitted_and_the_ensemble_round_trips(tmp_path):
     csgs, gains, mask = _gains()
     pooled = torch.zeros(len(csgs), 8)
     torch.manual_seed(0)
-    aim = AIM("sd3", 8, hidden=32, dropout=0.0, codebook=[A.to_dict(), B.to_dict()], ensemble=3)
-    report = train_aim_gains(aim, pooled, csgs, gains, mask, epochs=300, lr=1e-2, patience=300, progress=False)
+    aim = AIM("sd3", 8, GainHead([A, B]), hidden=32, dropout=0.0, ensemble=3)
+    report = fit(aim, pooled, csgs, aim.head.targets_of(gains, mask), epochs=300, lr=1e-2, patience=300, progress=False)
     assert report.epochs == 3 * 300  # every member ran its own epochs
     features = torch.stack([csg_features(c) for c in csgs])
     with torch.no_grad():
         for k in range(3):  # each member learned the mapping (its best setting per prompt), not just their mean
-            assert aim(pooled, features, member=k)[0].argmax(-1).tolist() == gains.argmax(-1).tolist()
+            assert aim(pooled, features, member=k).argmax(-1).tolist() == gains.argmax(-1).tolist()
     want = [A] * 4 + [B] * 4
-    assert aim.predict(PROMPTS, pooled=pooled, csgs=csgs) == want
+    assert aim.predict(csgs, pooled) == want
     aim.save_pretrained(tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["ensemble"] == 3
     loaded = AIM.from_pretrained(tmp_path)
-    assert loaded.ensemble == 3 and loaded.predict(PROMPTS, pooled=pooled, csgs=csgs) == want
+    assert loaded.ensemble == 3 and loaded.predict(csgs, pooled) == want
 
 
 def test_one_member_ensemble_trains_as_a_single_network_did():
@@ -74,14 +75,14 @@ def test_one_member_ensemble_trains_as_a_single_network_did():
     fitted = []
     for ensemble in (1, 2):
         torch.manual_seed(0)
-        aim = AIM("sd3", 8, hidden=16, codebook=[A.to_dict(), B.to_dict()], ensemble=ensemble)
-        train_aim_gains(aim, pooled, csgs, gains, mask, epochs=50, progress=False)
+        aim = AIM("sd3", 8, GainHead([A, B]), hidden=16, ensemble=ensemble)
+        fit(aim, pooled, csgs, aim.head.targets_of(gains, mask), epochs=50, progress=False)
         fitted.append(aim)
     for name, value in fitted[0].members[0].state_dict().items():
         torch.testing.assert_close(fitted[1].members[0].state_dict()[name], value)
     targets = [A if any(r.kind == "causal" for r in c.relations) else B for c in csgs]
     regress = AIM("sd3", 8, hidden=16, ensemble=2)
-    report = train_aim(regress, pooled, csgs, targets, epochs=20, progress=False)
+    report = fit(regress, pooled, csgs, regress.head.targets_of(targets), epochs=20, progress=False)
     assert report.epochs == 40
 
 

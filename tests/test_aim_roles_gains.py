@@ -7,15 +7,9 @@ import torch
 
 from lina import Interventions
 from lina.adapters import adapter_for
-from lina.aim import (
-    AIM,
-    fit_aim_gains,
-    gain_table,
-    relation_roles,
-    train_aim,
-    train_aim_gains,
-)
-from lina.aim.search import setting_key
+from lina.aim import AIM, GainHead, StrengthHead, relation_roles
+from lina.tuning import fit, fit_aim, gain_table
+from lina.tuning.search import setting_key
 from lina.interventions.strengths import NEUTRAL
 from lina.pipeline import LinaPipeline
 from lina.prompts import parse_prompt
@@ -59,18 +53,18 @@ def test_role_aim_tells_apart_prompts_a_pooled_embedding_confuses(sd3_pipe, tmp_
     pooled = torch.zeros(len(prompts), adapter.pooled_width())
     torch.manual_seed(0)
     aim = AIM("sd3", pooled.shape[-1], hidden=64, dropout=0.0, role_dim=roles.shape[-1])
-    report = train_aim(aim, pooled, csgs, targets, epochs=300, lr=3e-3, progress=False, roles=roles)
+    report = fit(aim, pooled, csgs, aim.head.targets_of(targets), epochs=300, lr=3e-3, progress=False, roles=roles)
     assert report.val_loss < 0.02  # on prompts it did not train on
     blind = AIM("sd3", pooled.shape[-1], hidden=64, dropout=0.0)
-    blind_loss = train_aim(blind, pooled, csgs, targets, epochs=300, lr=3e-3, progress=False).val_loss
+    blind_loss = fit(blind, pooled, csgs, blind.head.targets_of(targets), epochs=300, lr=3e-3, progress=False).val_loss
     assert blind_loss > 0.01 > 100 * report.val_loss  # the same AIM without roles cannot tell
-    with pytest.raises(ValueError, match="relation roles from an attached pipeline"):
-        aim.predict(prompts, pooled=pooled, csgs=csgs)
-    predicted = aim.attach(adapter).predict(prompts, pooled=pooled, csgs=csgs)
+    with pytest.raises(ValueError, match="reads .*relation roles"):
+        aim.predict(csgs, pooled)
+    predicted = aim.predict(csgs, pooled, roles)
     assert all(abs(got.contrast - want.contrast) < 2.0 for got, want in zip(predicted, targets))
     aim.save_pretrained(tmp_path)
-    loaded = AIM.from_pretrained(tmp_path).attach(adapter)
-    assert loaded.role_dim == roles.shape[-1] and loaded.predict(prompts, pooled=pooled, csgs=csgs) == predicted
+    loaded = AIM.from_pretrained(tmp_path)
+    assert loaded.role_dim == roles.shape[-1] and loaded.predict(csgs, pooled, roles) == predicted
     with pytest.raises(ValueError, match="reads 12-d relation roles"):
         AIM("sd3", 8, role_dim=12)(torch.zeros(1, 8), torch.zeros(1, 11))
 
@@ -121,29 +115,28 @@ def test_gain_aim_picks_the_setting_that_helps_each_kind_and_neutral_when_none_d
     rates |= {p: {NEUTRAL: 0.5, A: 0.25, B: 0.25, C: 0.25} for p in hopeless}
     table = gain_table(_judged(rates), list(rates), seeds=range(4))
     torch.manual_seed(0)
-    aim, report, n = fit_aim_gains(table, adapter, epochs=400, progress=False, hidden=64)
+    aim, report, n = fit_aim(*table.labels(), adapter, epochs=400, progress=False, hidden=64)
     assert n == len(rates) and report.examples == 3 * len(rates)
-    aim.attach(adapter)
-    got = aim.predict(causal + spatial + hopeless)
+    got = LinaPipeline.from_pipe(sd3_pipe, aim=aim).predict_interventions(causal + spatial + hopeless)
     assert got[: len(causal)] == [A] * len(causal)
     assert got[len(causal) : len(causal) + len(spatial)] == [B] * len(spatial)
     assert got[-2:] == [NEUTRAL, NEUTRAL]
     aim.save_pretrained(tmp_path)
     loaded = AIM.from_pretrained(tmp_path)
-    assert loaded.codebook == aim.codebook and loaded.attach(adapter).predict(causal + spatial) == got[:-2]
-    with pytest.raises(ValueError, match="train it with train_aim_gains"):
-        train_aim(aim, torch.zeros(2, 4), [parse_prompt(p) for p in causal[:2]], [A, B], progress=False)
+    assert loaded.head == aim.head and LinaPipeline.from_pipe(sd3_pipe, aim=loaded).predict_interventions(causal + spatial) == got[:-2]
+    with pytest.raises(ValueError, match="targets of a 'strengths' head"):
+        fit(aim, torch.zeros(2, 4), [parse_prompt(p) for p in causal[:2]], StrengthHead().targets_of([A, B]), progress=False)
 
 
 def test_gain_aim_answers_neutral_where_every_gain_is_predicted_negative():
-    aim = AIM("sd3", 8, codebook=[A.to_dict(), B.to_dict()])
+    aim = AIM("sd3", 8, GainHead([A, B]))
     with torch.no_grad():
         aim.members[0].net[-1].weight.zero_()
         aim.members[0].net[-1].bias.copy_(torch.tensor([-0.2, -0.1]))
-    assert aim.predict(["a bird eats a snake"], pooled=torch.randn(1, 8)) == [NEUTRAL]
+    assert aim.predict([parse_prompt("a bird eats a snake")], torch.randn(1, 8)) == [NEUTRAL]
     with torch.no_grad():
         aim.members[0].net[-1].bias.copy_(torch.tensor([-0.2, 0.1]))
-    assert aim.predict(["a bird eats a snake"], pooled=torch.randn(1, 8)) == [B]
-    with pytest.raises(ValueError, match="need an AIM with a codebook"):
-        train_aim_gains(AIM("sd3", 8), torch.zeros(2, 8), [parse_prompt("a cup on a box")] * 2,
-                        torch.zeros(2, 2), torch.ones(2, 2, dtype=torch.bool))
+    assert aim.predict([parse_prompt("a bird eats a snake")], torch.randn(1, 8)) == [B]
+    with pytest.raises(ValueError, match="targets of a 'gains' head"):
+        fit(AIM("sd3", 8), torch.zeros(2, 8), [parse_prompt("a cup on a box")] * 2,
+            GainHead([A, B]).targets_of(torch.zeros(2, 2), torch.ones(2, 2, dtype=torch.bool)))

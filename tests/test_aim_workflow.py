@@ -7,9 +7,10 @@ import torch
 from typer.testing import CliRunner
 
 from lina import Interventions
-from lina.aim import (AIM, examples_from_kinds, examples_from_search, scene_kind, sweep_hard_cases, train_aim,
-                      tune_fixed, tune_kinds)
-from lina.aim.search import read_search_results
+from lina.aim import AIM, StrengthHead
+from lina.tuning import (examples_from_kinds, examples_from_search, fit, scene_kind, sweep_hard_cases, tune_fixed,
+                         tune_kinds)
+from lina.tuning.search import read_search_results
 from lina.cli import app
 from lina.interventions.strengths import NEUTRAL
 from lina.prompts import parse_prompt
@@ -75,19 +76,19 @@ def test_aim_learns_which_contrast_prompt_each_kind_of_prompt_needs(tmp_path):
     assert spatial == [True] * 4 + [False] * 4
     targets = [Interventions(contrast=3.0, contrast_prompt="counterfactual" if s else "neutral") for s in spatial]
     torch.manual_seed(0)
-    aim = AIM("sd3", 8, hidden=32, dropout=0.0, contrast_prompts=("neutral", "counterfactual"))
-    train_aim(aim, torch.zeros(8, 8), csgs, targets, epochs=300, lr=1e-2, val_fraction=0.25, patience=300,
-              progress=False, groups=prompts)
-    predicted = aim.predict(prompts, pooled=torch.zeros(8, 8), csgs=csgs)
+    aim = AIM("sd3", 8, StrengthHead(contrast_prompts=("neutral", "counterfactual")), hidden=32, dropout=0.0)
+    fit(aim, torch.zeros(8, 8), csgs, aim.head.targets_of(targets, groups=prompts), epochs=300, lr=1e-2,
+        val_fraction=0.25, patience=300, progress=False)
+    predicted = aim.predict(csgs, torch.zeros(8, 8))
     assert [p.contrast_prompt for p in predicted] == [t.contrast_prompt for t in targets]
     aim.save_pretrained(tmp_path)
     loaded = AIM.from_pretrained(tmp_path)
-    assert loaded.contrast_prompts == ("neutral", "counterfactual")
-    assert loaded.predict(prompts, pooled=torch.zeros(8, 8), csgs=csgs) == predicted
-    single = AIM("sd3", 8, contrast_prompt="counterfactual")  # one entry: always that negative
-    assert {p.contrast_prompt for p in single.predict(prompts[:2], pooled=torch.zeros(2, 8))} == {"counterfactual"}
+    assert loaded.head.contrast_prompts == ("neutral", "counterfactual")
+    assert loaded.predict(csgs, torch.zeros(8, 8)) == predicted
+    single = AIM("sd3", 8, StrengthHead(contrast_prompts=("counterfactual",)))  # one entry: always that negative
+    assert {p.contrast_prompt for p in single.predict(csgs[:2], torch.zeros(2, 8))} == {"counterfactual"}
     with pytest.raises(ValueError, match="contrast_prompt"):
-        AIM("sd3", 8, contrast_prompts=("neutral", "opposite"))
+        StrengthHead(contrast_prompts=("neutral", "opposite"))
 
 
 def test_train_aim_keeps_each_prompt_on_one_side_of_the_validation_split():
@@ -100,8 +101,8 @@ def test_train_aim_keeps_each_prompt_on_one_side_of_the_validation_split():
     aim.forward = lambda pooled, features, roles=None, member=None: (seen.append(pooled[:, 0].tolist())
                                                                     or original(pooled, features, member=member))
     pooled = torch.tensor([[float(prompts.index(p))] * 4 for p in rows])
-    train_aim(aim, pooled, [parse_prompt(p) for p in rows], targets, epochs=1, progress=False,
-              weights=[0.2, 0.3, 0.5] * 4, groups=rows, val_fraction=0.25)
+    fit(aim, pooled, [parse_prompt(p) for p in rows], aim.head.targets_of(targets, [0.2, 0.3, 0.5] * 4, rows), epochs=1,
+        progress=False, val_fraction=0.25)
     train_ids, val_ids = set(seen[0]), set(seen[1])
     assert len(seen[0]) == 9 and len(seen[1]) == 3 and not train_ids & val_ids
 
@@ -206,7 +207,7 @@ def test_search_and_aim_cli_cross_fitted_on_the_testbed(tmp_path):
     assert trained.exit_code == 0, trained.output
     assert f"trained on {len(fold1)} prompts" in trained.output
     aim = AIM.from_pretrained(tmp_path / "aim")
-    assert (aim.family, aim.contrast_prompts) == ("sd3", ("neutral", "counterfactual"))
+    assert (aim.family, aim.head.contrast_prompts) == ("sd3", ("neutral", "counterfactual"))
     predicted = runner.invoke(app, ["aim", "predict", str(tmp_path / "aim"), sorted(fold0)[0]])
     assert predicted.exit_code == 0 and '"contrast_prompt"' in predicted.output
     grid = '{"contrast": [0, 3], "contrast_prompt": ["neutral", "counterfactual"]}'
@@ -235,9 +236,9 @@ def test_search_and_aim_cli_cross_fitted_on_the_testbed(tmp_path):
     assert by_gain.exit_code == 0, by_gain.output
     assert f"trained on {len(fold1)} prompts" in by_gain.output
     gain_aim = AIM.from_pretrained(tmp_path / "aim-gains")
-    assert gain_aim.codebook and gain_aim.role_dim > 0  # the tuned settings, judged on every fold-1 prompt
+    assert gain_aim.head.codebook and gain_aim.role_dim > 0  # the tuned settings, judged on every fold-1 prompt
     assert gain_aim.ensemble == 8  # the default: members fitted on their own, answering with their mean
-    assert all(s.contrast == 3 for s in gain_aim.codebook)
+    assert all(s.contrast == 3 for s in gain_aim.head.codebook)
     too_rare = runner.invoke(app, ["aim", "train", "--search", str(out), "--out", str(tmp_path / "none"),
                                    "--labels", "gains", "--min-prompts", "999"])
     assert too_rare.exit_code != 0 and "lower min_prompts" in too_rare.output
@@ -255,7 +256,7 @@ def test_search_and_aim_cli_cross_fitted_on_the_testbed(tmp_path):
                                 "--ensemble", "2"])
     assert dense.exit_code == 0, dense.output
     dense_aim = AIM.from_pretrained(tmp_path / "aim-dense")
-    assert len(dense_aim.codebook) == 1 and dense_aim.ensemble == 2
+    assert len(dense_aim.head.codebook) == 1 and dense_aim.ensemble == 2
     codebook = tmp_path / "codebook.json"
     codebook.write_text(json.dumps({"settings": [{"contrast": 3, "contrast_prompt": "counterfactual"}]}))
     listed = runner.invoke(app, ["search", "sweep", "--out", str(out), "--codebook", str(codebook), "--seeds", "2",

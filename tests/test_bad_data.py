@@ -152,7 +152,7 @@ def test_eval_store_warns_on_conflicts_and_redoes_invalid_records(capsys, sd3_pa
 
 
 def test_search_stores_skip_invalid_records_and_keep_the_first_written(tmp_path):
-    from lina.aim.search import read_candidates, read_search_results
+    from lina.tuning.search import read_candidates, read_search_results
 
     setting = {"contrast": 2.0}
     good = {"prompt": "p", "interventions": setting, "seeds": [1000], "passed": [True], "scores": [0.9]}

@@ -162,7 +162,8 @@ main()
 def test_every_public_name_of_the_lazy_packages_resolves():
     import importlib
 
-    for name in ("lina", "lina.aim", "lina.benchmarks", "lina.interventions", "lina.lisa", "lina.prompts", "lina.world"):
+    for name in ("lina", "lina.aim", "lina.benchmarks", "lina.interventions", "lina.lisa", "lina.prompts", "lina.tuning",
+                 "lina.world"):
         package = importlib.import_module(name)
         for public in package.__all__:
             assert getattr(package, public) is not None, (name, public)

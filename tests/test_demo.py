@@ -45,16 +45,16 @@ def test_demo_runs_on_the_shipped_model_and_writes_json(tmp_path):
 
 
 def test_shipped_aim_fits_the_shipped_testbed_model():
-    from lina.aim import AIM
+    from lina.aim import AIM, DEFAULT_BOUNDS
     from lina.loading import TESTBED_AIM
     from lina.pipeline import LinaPipeline
     from lina.world.model import load_testbed_pipeline
 
     lina = LinaPipeline.from_pipe(load_testbed_pipeline(), aim=AIM.from_pretrained(TESTBED_AIM))
     prompts = ["a red circle above a blue square", "a lamp left of a green circle"]
-    for setting in lina.aim.predict(prompts):
+    for setting in lina.predict_interventions(prompts):
         assert not setting.is_neutral
-        for name, (low, high) in lina.aim.bounds.items():
+        for name, (low, high) in DEFAULT_BOUNDS.items():
             assert low <= getattr(setting, name) <= high
 
 

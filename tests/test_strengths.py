@@ -9,8 +9,8 @@ from lina.interventions.strengths import AIM_BOUNDS, RANGES, SEARCH_GRID, STRENG
 
 
 def test_the_table_generates_ranges_aim_bounds_and_search_grid():
-    from lina.aim.model import DEFAULT_BOUNDS
-    from lina.aim.search import DEFAULT_GRID
+    from lina.aim.heads import DEFAULT_BOUNDS
+    from lina.tuning.search import DEFAULT_GRID
 
     assert {f.name for f in fields(Interventions)} - {"contrast_prompt"} == set(RANGES) == {s.name for s in STRENGTHS}
     assert DEFAULT_BOUNDS == AIM_BOUNDS and DEFAULT_GRID == SEARCH_GRID

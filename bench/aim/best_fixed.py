@@ -17,8 +17,7 @@ from pathlib import Path
 
 import torch
 
-from lina.aim.cli import SEARCH_FIRST_SEED, _scorer, read_hard_cases
-from lina.aim.search import DEFAULT_GRID, tune_fixed
+from lina.tuning import DEFAULT_GRID, SEARCH_FIRST_SEED, Scoring, read_hard_cases, tune_fixed
 from lina.sources import held_out_prompts
 
 
@@ -40,7 +39,7 @@ def main() -> None:
     held_out = held_out_prompts(args.holdout_split)
     items = [(p, c) for p, c in read_hard_cases(args.search) if p not in held_out]
     seeds = range(args.first_seed, args.first_seed + args.seeds)
-    scorer = _scorer(args.model, "testbed", None, args.search, seeds, None, None, "float32", None, 0, False)
+    scorer = Scoring(model=args.model, seeds=seeds, threads=args.threads).scorer(args.search)
     grid = json.loads(args.grid) if args.grid else DEFAULT_GRID
     result = tune_fixed(scorer, items, grid=grid, max_rounds=args.rounds)
     rows = sorted(result.history, key=lambda kv: -kv[1])

@@ -29,8 +29,7 @@ from pathlib import Path
 
 import torch
 
-from lina.aim import JudgedScorer, gain_table, read_candidates
-from lina.aim.cli import SEARCH_FIRST_SEED, read_hard_cases
+from lina.tuning import SEARCH_FIRST_SEED, JudgedScorer, gain_table, read_candidates, read_hard_cases
 from lina.interventions.strengths import NEUTRAL
 from lina.world.scenes import cell_fold, world_prompts, world_split
 

@@ -10,9 +10,9 @@ evaluated on prompts they never saw, on evaluation seeds (0..N-1):
   fold k. Every OOD prompt is evaluated once, by methods that never saw it or its cell.
 
 The best fixed setting is found by coordinate descent on the mean score over the same hard cases
-(`lina.aim.tune_fixed`), over the same grid as the per-prompt search; or, with ``--fixed codebook``
+(`lina.tuning.tune_fixed`), over the same grid as the per-prompt search; or, with ``--fixed codebook``
 (for ``--labels gains``), it is the one setting of the AIM's own codebook with the highest judged gain
-over the same hard cases (`lina.aim.GainTable.best_single`): the same menu and the same labels, one
+over the same hard cases (`lina.tuning.GainTable.best_single`): the same menu and the same labels, one
 choice for all prompts. Every judged image goes through a resumable store (the search's for tuning,
 ``OUT/eval`` for evaluation).
 
@@ -33,10 +33,8 @@ from pathlib import Path
 
 import torch
 
-from lina.aim import JudgedScorer, fit_aim_from_search, read_search_results, tune_fixed
-from lina.aim.cli import SEARCH_FIRST_SEED, read_hard_cases
-from lina.aim.search import read_candidates, tune_kinds
-from lina.aim.train import examples_from_kinds, fit_aim, fit_aim_gains, gain_table
+from lina.tuning import (SEARCH_FIRST_SEED, JudgedScorer, examples_from_kinds, examples_from_search, fit_aim, gain_table,
+                         read_candidates, read_hard_cases, read_search_results, strength_labels, tune_fixed, tune_kinds)
 from lina.benchmarks.metrics import bootstrap_ci
 from lina.interventions.strengths import NEUTRAL
 from lina.world.scenes import world_prompts, world_split
@@ -121,24 +119,25 @@ def main() -> None:
             fixed = tune_fixed(tuner, pool, grid=grid, max_rounds=args.rounds).best
         if args.labels == "kind":
             kinds = {k: r.to_record() for k, r in tune_kinds(tuner, pool, grid=grid, max_rounds=args.rounds).items()}
-            aim, report, n_prompts = fit_aim(examples_from_kinds(kinds, pool), adapter, csg_of, progress=False,
+            aim, report, n_prompts = fit_aim(*strength_labels(examples_from_kinds(kinds, pool)), adapter, csg_of, progress=False,
                                              roles=args.roles, ensemble=args.ensemble)
         elif args.labels == "gains":
             kinds = {}
             judged = read_candidates(args.search)  # read now: tune_fixed (if run) has just judged its settings
             table = gain_table(judged, [p for p, _ in pool], search_seeds, min_prompts=args.min_prompts)
-            aim, report, n_prompts = fit_aim_gains(table, adapter, csg_of, progress=False, roles=args.roles,
-                                                   ensemble=args.ensemble)
+            aim, report, n_prompts = fit_aim(*table.labels(), adapter, csg_of, progress=False, roles=args.roles,
+                                             ensemble=args.ensemble)
             if args.fixed == "codebook":
                 fixed = table.best_single()
         else:
             kinds = {}
-            aim, report, n_prompts = fit_aim_from_search(records, adapter, csg_of, temperature=args.temperature,
-                                                         exclude=excluded, progress=False, roles=args.roles,
-                                                         ensemble=args.ensemble)
+            examples = examples_from_search(records, temperature=args.temperature, exclude=excluded)
+            aim, report, n_prompts = fit_aim(*strength_labels(examples), adapter, csg_of, progress=False, roles=args.roles,
+                                             ensemble=args.ensemble)
         aim.save_pretrained(args.out / f"aim-{protocol}-{fold.replace('/', 'of')}")
         prompts = list(evaluate_on)
-        predicted = dict(zip(prompts, aim.attach(adapter).predict(prompts, csgs=[evaluate_on[p] for p in prompts])))
+        predicted = dict(zip(prompts, LinaPipeline.from_pipe(pipe, aim=aim).predict_interventions(
+            prompts, csgs=[evaluate_on[p] for p in prompts])))
         learned.append({"protocol": protocol, "fold": fold, "tuning_hard_cases": len(pool), "aim_prompts": n_prompts,
                         "aim_val_loss": report.val_loss, "best_fixed": fixed.to_dict(),
                         "kinds": {k: {"best": r["best"], "best_score": r["best_score"], "baseline_score": r["baseline_score"]}

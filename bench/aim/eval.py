@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from lina.aim import AIM, JudgedScorer
+from lina.aim import AIM
+from lina.tuning import JudgedScorer
 from lina.benchmarks.metrics import bootstrap_ci
 from lina.world.scenes import world_split
 
@@ -45,8 +46,8 @@ def main() -> None:
     prompts = list(items)
     print(f"| AIM | {args.split} success, {len(prompts)} prompts x {args.seeds} seeds (95% CI) |\n|---|---|")
     for path in args.aims:
-        aim = AIM.from_pretrained(path).attach(adapter)
-        predicted = aim.predict(prompts, csgs=[items[p] for p in prompts])
+        aim = LinaPipeline.from_pipe(pipe, aim=AIM.from_pretrained(path))
+        predicted = aim.predict_interventions(prompts, csgs=[items[p] for p in prompts])
         rates = [scorer(p, items[p], iv).pass_rate for p, iv in zip(prompts, predicted)]
         est = bootstrap_ci(rates)
         print(f"| {path} | {100 * est.rate:.1f}% [{100 * est.low:.1f}, {100 * est.high:.1f}] |", flush=True)

@@ -20,6 +20,17 @@ PROMPTS = ["a red circle above a blue square", "a lamp left of a green circle", 
            "a red ball on top of a small mirror", "a jar with more blue water than empty space"]
 
 
+def _predict(adapter, aim, prompt, pooled, encoded):
+    """What a pipeline runs for the AIM, given the prompt's encoding: the parse, the roles, the MLP."""
+    from lina.aim import encoding_inputs
+
+    csg = parse_prompt(prompt)
+    roles = None
+    if encoded is not None:
+        roles = encoding_inputs(adapter, encoded, [prompt], [csg], adapter.default_max_sequence_length, True)[1]
+    return aim.predict([csg], pooled, roles)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--aim", required=True, nargs="+", help="one or more AIM folders, timed interleaved")
@@ -37,19 +48,16 @@ def main() -> None:
         adapter = adapter_for(load_model(args.model))
         with torch.no_grad():
             encodings = {p: adapter.encode([p], adapter.default_max_sequence_length) for p in PROMPTS}
-    for aim in aims:
-        if aim.role_dim:
-            aim.attach(adapter)
     inputs = [(torch.randn(1, aim.embed_dim), encodings if aim.role_dim else dict.fromkeys(PROMPTS)) for aim in aims]
     for aim, (pooled, encoded) in zip(aims, inputs):
         for prompt in PROMPTS:  # warm-up (spaCy, inflect, torch)
-            aim.predict([prompt], pooled=pooled, encoded=encoded[prompt])
+            _predict(adapter, aim, prompt, pooled, encoded[prompt])
     times: list[list[float]] = [[] for _ in aims]
     for i in range(args.repeats):  # interleaved, so every AIM sees the same machine load
         prompt = PROMPTS[i % len(PROMPTS)]
         for aim, (pooled, encoded), mine in zip(aims, inputs, times):
             start = time.perf_counter()
-            aim.predict([prompt], pooled=pooled, csgs=[parse_prompt(prompt)], encoded=encoded[prompt])
+            _predict(adapter, aim, prompt, pooled, encoded[prompt])
             mine.append(time.perf_counter() - start)
     print(f"threads={args.threads} repeats={args.repeats}")
     print("| AIM latency per prompt (parse included) | median ms | p90 ms | target |")
@@ -57,7 +65,7 @@ def main() -> None:
     for path, aim, mine in zip(args.aim, aims, times):
         mine.sort()
         inputs_of = f"{aim.embed_dim}-d pooled" + (f" + {aim.role_dim}-d relation roles" if aim.role_dim else "")
-        head = f"gains of {len(aim.codebook)} settings" if aim.codebook else "strengths"
+        head = f"gains of {aim.head.width} settings" if aim.head.kind == "gains" else "strengths"
         members = f", {aim.ensemble} members" if aim.ensemble > 1 else ""
         print(f"| {aim.family}, {inputs_of}, predicts {head}{members} (`{path}`) | {1000 * statistics.median(mine):.3f} "
               f"| {1000 * mine[int(0.9 * len(mine))]:.3f} | <= 2 |")

@@ -16,9 +16,7 @@ from pathlib import Path
 
 import torch
 
-from lina.aim import JudgedScorer
-from lina.aim.cli import SEARCH_FIRST_SEED
-from lina.aim.search import mine_hard_cases
+from lina.tuning import SEARCH_FIRST_SEED, JudgedScorer, mine_hard_cases
 from lina.world.scenes import all_cells, cell_prompts, world_prompts, world_split
 
 

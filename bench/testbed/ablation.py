@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from lina import Interventions
-from lina.aim.search import JudgedScorer
+from lina.tuning import JudgedScorer
 from lina.benchmarks.metrics import bootstrap_ci
 from lina.interventions.strengths import NEUTRAL
 

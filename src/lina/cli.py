@@ -16,8 +16,8 @@ import typer
 app = typer.Typer(help="LINA: steer diffusion models toward the relations and physics a prompt asks for.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
 
-from lina.aim.cli import Threads, aim_app, search_app
-from lina.cli_options import CLI_DEFAULTS, strength_options
+from lina.tuning.cli import aim_app, search_app
+from lina.cli_options import CLI_DEFAULTS, Threads, strength_options
 from lina.benchmarks.cli import evaluate
 from lina.lisa.cli import app as lisa_app
 from lina.world.cli import app as world_app

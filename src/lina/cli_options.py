@@ -3,6 +3,7 @@
 A command decorated with `strength_options` gets one ``--<strength>`` flag per row of the table
 (and ``--contrast-prompt``), with the table's help, neutral value and range; it receives the values
 the user gave, packed as ``strengths: dict``. Adding a strength to the table adds the flag everywhere.
+`option_group` does the same for any set of options several commands share.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import functools
 import inspect
 import typing
-from typing import Optional
+from collections.abc import Callable
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -57,3 +59,36 @@ def strength_options(mention_cli_defaults: bool = False):
         return wrapper
 
     return decorate
+
+
+def option_group(name: str, options: dict[str, tuple[Any, Any]], build: Callable[..., Any]):
+    """Add the flags ``options`` (parameter name -> (annotated type, default)) to a typer command; the
+    command receives ``build(**their values)`` as its parameter ``name``. Options several commands
+    share are then declared once."""
+
+    def decorate(command):
+        signature = inspect.signature(command)
+        hints = typing.get_type_hints(command, include_extras=True)
+        params = [p.replace(annotation=hints.get(p.name, p.annotation))
+                  for p in signature.parameters.values() if p.name != name]
+        params += [inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+                   for key, (annotation, default) in options.items()]
+
+        @functools.wraps(command)
+        def wrapper(**kwargs):
+            values = {key: kwargs.pop(key) for key in options}
+            return command(**kwargs, **{name: build(**values)})
+
+        wrapper.__signature__ = signature.replace(parameters=params)
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        return wrapper
+
+    return decorate
+
+
+# Options of every command that loads a model and runs torch.
+Model = Annotated[str, typer.Option(help="'testbed', a hub id or a local diffusers pipeline folder.")]
+Dtype = Annotated[str, typer.Option(help="float32, bfloat16 or float16.")]
+Device = Annotated[Optional[str], typer.Option(help="cuda, mps or cpu (default: the best available).")]
+Threads = Annotated[Optional[int], typer.Option(
+    help="CPU threads for torch (default: OMP_NUM_THREADS if set, else the cores not busy now).")]

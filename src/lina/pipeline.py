@@ -64,7 +64,10 @@ class LinaPipeline:
 
         self.pipe = pipe
         self.adapter = adapter or adapter_for(pipe)
-        self.aim = aim.attach(self.adapter) if aim is not None else None
+        if aim is not None:
+            aim.check_inputs(self.adapter.family, self.adapter.pooled_width(),
+                             self.adapter.token_width() if aim.role_dim else None)
+        self.aim = aim
         # The model's own sampling defaults (``lina_sampling.json`` beside its model_index.json), under
         # the caller's arguments: the testbed, trained on 12-token prompts at 32x32, samples right from any entry point.
         self.defaults = {k: v for k, v in sampling_defaults(pipe).items() if self.adapter.accepts(k)}
@@ -118,14 +121,14 @@ class LinaPipeline:
                 prompt = prompts
         given = _as_csg_list(csgs, prompts)
         copies = 1 if prompt is None else (adapter.arg(kwargs, adapter.per_prompt_arg, 1) or 1)
-        encoded = pooled = for_aim = None  # with an AIM, the prompts are encoded once: for the AIM and the sampler
-        if interventions is None and self.aim is not None and prompt is not None:
-            encoded = adapter.encode_call(prompts, kwargs)
-            first_copies = encoded[0][::copies]
-            if adapter.max_sequence_length(kwargs) == adapter.default_max_sequence_length:
-                for_aim = first_copies  # the AIM reads token rows at the default length, and encodes again otherwise
-            pooled = adapter.summarize(first_copies)
-        settings = self._resolve_interventions(prompts, interventions, given, pooled, for_aim)
+        encoded = None
+        if interventions is None and self.aim is not None:  # prompt -> CSG (once) -> strengths, on one encoding
+            given = given if given is not None else [self.parse(p) for p in prompts]
+            if prompt is not None:
+                encoded = adapter.encode_call(prompts, kwargs)
+            interventions = self._aim_settings(prompts, given, None if encoded is None else encoded[0][::copies],
+                                               adapter.max_sequence_length(kwargs))
+        settings = self._resolve_interventions(prompts, interventions)
         graphs = self._graphs(prompts, given, settings)
         return_dict = kwargs.pop("return_dict", True)
 
@@ -194,16 +197,33 @@ class LinaPipeline:
                 settings[i] = NEUTRAL
         return graphs
 
-    def _resolve_interventions(
-        self, prompts: list[str], interventions, csgs: list[CSG] | None = None, pooled: torch.Tensor | None = None,
-        encoded: Conditioning | None = None,
-    ) -> list[Interventions]:
+    def predict_interventions(self, prompt: str | list[str], csgs: CSG | Sequence[CSG] | None = None) -> list[Interventions]:
+        """The settings the pipeline's AIM picks for prompts: what a call without ``interventions`` uses.
+        ``csgs``: the prompts' scene graphs when known (by default each prompt is parsed)."""
+        if self.aim is None:
+            raise ValueError("this pipeline has no AIM; wrap it with LinaPipeline.from_pipe(pipe, aim=AIM.from_pretrained(...))")
+        prompts = [self.adapter.clean_prompt(p) for p in _as_prompt_list(prompt)]
+        if self.phrase_weights:
+            from lina.prompts.weights import parse_weights
+
+            prompts = [parse_weights(p).text for p in prompts]
+        given = _as_csg_list(csgs, prompts)
+        return self._aim_settings(prompts, given if given is not None else [self.parse(p) for p in prompts])
+
+    def _aim_settings(self, prompts: list[str], csgs: list[CSG], cond: Conditioning | None = None,
+                      length: int | None = None) -> list[Interventions]:
+        """The AIM's settings from the prompts' CSGs and ``cond``, their encoding at ``length`` tokens (one
+        copy each); an AIM that reads encodings of another length (that of its training data) gets one."""
+        from lina.aim.features import encoding_inputs
+
+        wanted = self.aim.max_sequence_length or self.adapter.default_max_sequence_length
+        if cond is None or length != wanted:
+            cond = self.adapter.encode(prompts, wanted)
+        pooled, roles = encoding_inputs(self.adapter, cond, prompts, csgs, wanted, roles=bool(self.aim.role_dim))
+        return self.aim.predict(csgs, pooled, roles)
+
+    def _resolve_interventions(self, prompts: list[str], interventions) -> list[Interventions]:
         if interventions is None:
-            if self.aim is not None:
-                if pooled is None:
-                    encoded = self.adapter.encode(prompts, self.adapter.default_max_sequence_length)
-                    pooled = self.adapter.summarize(encoded)
-                return list(self.aim.predict(prompts, pooled=pooled, csgs=csgs, encoded=encoded))
             return [NEUTRAL] * len(prompts)
         if isinstance(interventions, dict):
             interventions = Interventions.from_dict(interventions)

@@ -67,3 +67,12 @@ def relation_roles(adapter, cond, prompts: Sequence[str], csgs: Sequence[CSG], m
         weight = masks[role].to(embeds.device, embeds.dtype).unsqueeze(-1)
         parts.append((embeds * weight).sum(dim=1) / weight.sum(dim=1).clamp(min=1.0))
     return torch.cat(parts, dim=-1).cpu()
+
+
+def encoding_inputs(adapter, cond, prompts: Sequence[str], csgs: Sequence[CSG], max_sequence_length: int,
+                    roles: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The AIM's inputs from one encoding of the prompts (``cond``: `adapter.encode` at
+    ``max_sequence_length``, one copy each): their pooled embeddings and, with ``roles``, their
+    `relation_roles` rows (else None)."""
+    pooled = adapter.summarize(cond).detach().float().cpu()
+    return pooled, relation_roles(adapter, cond, prompts, csgs, max_sequence_length) if roles else None

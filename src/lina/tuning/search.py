@@ -299,7 +299,7 @@ def sweep_hard_cases(
     """Judge the plain model and every one of ``settings`` on every prompt, on all the scorer's seeds.
 
     Coordinate descent judges each hard case along its own path, so most settings are judged on a
-    few prompts only; a sweep makes the table of judged gains (`lina.aim.gain_table`) dense, and more
+    few prompts only; a sweep makes the table of judged gains (`lina.tuning.gain_table`) dense, and more
     seeds make each entry less noisy. Everything goes through the scorer's store: a sweep reuses what
     the search judged, seed by seed, and resumes after a kill. Returns how many (prompt, setting)
     pairs needed new images.
