@@ -129,7 +129,7 @@ def test_num_images_per_prompt_with_a_generator_per_image(sd3_pipe):
 
 
 def test_flux_true_cfg_with_and_without_negative_prompt(flux_pipe):
-    from conftest import denoiser_batches
+    from tests.conftest import denoiser_batches
 
     with_negative = dict(FLUX, true_cfg_scale=2.0, negative_prompt="blurry")
     plain, neutral, steered = _both(flux_pipe, with_negative)
@@ -148,7 +148,7 @@ def test_flux_true_cfg_with_and_without_negative_prompt(flux_pipe):
 
 @pytest.mark.parametrize("name", ["sd3_pipe", "flux_pipe"])
 def test_prompt_embeds_without_prompt(name, request):
-    from conftest import denoiser_batches
+    from tests.conftest import denoiser_batches
 
     pipe = request.getfixturevalue(name)
     kw = SIZE if name == "sd3_pipe" else FLUX
@@ -173,7 +173,7 @@ def test_prompt_embeds_without_prompt(name, request):
 def test_per_prompt_contrast_window_and_token_scale_share_one_call(sd3_pipe):
     """Two prompts with their own contrast strength, window and token scale: one pipeline call, batch
     [uncond x2, cond x2] plus a negative row for each prompt still inside its window."""
-    from conftest import denoiser_batches
+    from tests.conftest import denoiser_batches
 
     settings = [Interventions(contrast=2.0, contrast_window=0.25, token_scale=1.5),
                 Interventions(contrast=4.0, contrast_window=0.5, token_scale=2.0)]

@@ -13,9 +13,9 @@ import datasets
 import pytest
 from PIL import Image
 
-from test_bench_pap import FEATURES as PAP_FEATURES, row as pap_row, write_shards
-from test_bench_winoground import FEATURES as WINO_FEATURES, ROWS as WINO_ROWS, image as wino_image
-from test_cli_errors import lina, one_line_error
+from tests.benchmarks.test_pap import FEATURES as PAP_FEATURES, row as pap_row, write_shards
+from tests.benchmarks.test_winoground import FEATURES as WINO_FEATURES, ROWS as WINO_ROWS, image as wino_image
+from tests.test_cli_errors import lina, one_line_error
 
 TINY = ["--steps", "1", "--height", "32", "--width", "32", "--device", "cpu"]
 

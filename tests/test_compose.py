@@ -116,7 +116,7 @@ def test_model_cpu_offload_hooks_survive_and_neutral_output_is_unchanged():
 # -- First Block Cache ----------------------------------------------------------------------
 @pytest.mark.parametrize("family", ["flux", "wan"])
 def test_first_block_cache_runs_the_contrast_in_a_context_of_its_own(family):
-    from conftest import denoiser_batches
+    from tests.conftest import denoiser_batches
     from diffusers.hooks import FirstBlockCacheConfig, apply_first_block_cache
 
     if family == "flux":

@@ -62,7 +62,7 @@ def test_each_intervention_changes_the_output(name, interventions, request):
 
 @pytest.mark.parametrize("name,plain_batch", [("sd3_pipe", 2), ("flux_pipe", 1)])
 def test_contrast_is_one_batched_call_inside_the_window_only(name, plain_batch, request):
-    from conftest import denoiser_batches
+    from tests.conftest import denoiser_batches
 
     pipe = request.getfixturevalue(name)
     with denoiser_batches(pipe.transformer) as sizes:

@@ -202,7 +202,7 @@ def test_more_seeds_generate_only_the_new_seeds(sd3_pipe, tmp_path):
     prompt = "a red ball on a mirror"
     csg = parse_prompt(prompt)
     two = _scorer(sd3_pipe, tmp_path, seeds=(0, 1))(prompt, csg, Interventions(contrast=2.0))
-    from conftest import denoiser_batches
+    from tests.conftest import denoiser_batches
 
     with denoiser_batches(sd3_pipe.transformer) as batches:
         three = _scorer(sd3_pipe, tmp_path, seeds=(0, 1, 2))(prompt, csg, Interventions(contrast=2.0))

@@ -115,7 +115,7 @@ def test_contrast_window_crossing_the_expert_boundary(wan22):
     """The window (3 of 6 steps) outlasts the high-noise expert (2 steps): the contrastive branch
     continues in the low-noise expert's conditional call; the pipeline makes the same calls (expert,
     timestep) as without LINA, and only the conditional call of a step inside the window grows."""
-    from conftest import denoiser_batches
+    from tests.conftest import denoiser_batches
 
     plain_calls = _calls_of(wan22, lambda: _plain(wan22))
     with denoiser_batches(wan22.transformer, wan22.transformer_2) as batches:
@@ -166,7 +166,7 @@ def test_flow_match_euler_scheduler_uses_its_shift_key(wan21):
 def test_per_token_timesteps_of_wan22_ti2v(wan21):
     pipe = WanPipeline.from_pipe(wan21, expand_timesteps=True)
     pipe.set_progress_bar_config(disable=True)
-    from conftest import denoiser_batches
+    from tests.conftest import denoiser_batches
 
     shapes = []
     handle = pipe.transformer.register_forward_pre_hook(
@@ -239,7 +239,7 @@ def test_realsize_timing_bench_refuses_real_sizes_on_cpu_and_runs_reduced(capsys
 
     from lina.interventions.guidance import window_steps
 
-    path = Path(__file__).parents[1] / "bench" / "overhead" / "realsize_timing.py"
+    path = Path(__file__).parents[2] / "bench" / "overhead" / "realsize_timing.py"
     spec = importlib.util.spec_from_file_location("realsize_timing", path)
     bench = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, bench)

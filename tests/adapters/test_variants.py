@@ -62,7 +62,7 @@ _BUILT: dict = {}
 
 def _variant(name):
     """(pipeline, arguments, calls per step, plain output, plain denoiser batches), built once per module."""
-    from conftest import denoiser_batches
+    from tests.conftest import denoiser_batches
 
     if name not in _BUILT:
         build, extra, calls_per_step = VARIANTS[name]
@@ -101,7 +101,7 @@ def test_neutral_strengths_are_bitwise_the_plain_pipeline(name):
 
 @pytest.mark.parametrize("name", VARIANTS)
 def test_contrast_adds_one_row_to_the_prompts_call_inside_the_window_only(name):
-    from conftest import denoiser_batches
+    from tests.conftest import denoiser_batches
 
     pipe, kwargs, calls_per_step, plain, plain_sizes = _variant(name)
     with denoiser_batches(*_denoisers(pipe)) as sizes:
@@ -119,7 +119,7 @@ def test_contrast_adds_one_row_to_the_prompts_call_inside_the_window_only(name):
 @pytest.mark.parametrize("name", VARIANTS)
 def test_token_scaling_changes_the_output(name):
     pipe, kwargs, _, plain, plain_sizes = _variant(name)
-    from conftest import denoiser_batches
+    from tests.conftest import denoiser_batches
 
     with denoiser_batches(*_denoisers(pipe)) as sizes:
         scaled = _run(pipe, kwargs, Interventions(token_scale=2.5))
@@ -130,7 +130,7 @@ def test_token_scaling_changes_the_output(name):
 def test_wan_v2v_window_is_a_fraction_of_the_steps_it_runs():
     """Video-to-video runs only the tail of the scheduler's timesteps without telling the scheduler
     (no ``set_begin_index``): 8 steps at strength 0.5 run 4, and a window of 0.5 covers 2 of them."""
-    from conftest import denoiser_batches
+    from tests.conftest import denoiser_batches
 
     pipe, kwargs, _, _, _ = _variant("wan-v2v")
     kwargs = {**kwargs, "num_inference_steps": 8, "strength": 0.5}

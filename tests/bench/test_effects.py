@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-_PATH = Path(__file__).parents[1] / "bench" / "effects" / "effects.py"
+_PATH = Path(__file__).parents[2] / "bench" / "effects" / "effects.py"
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import denoiser_batches
+from tests.conftest import denoiser_batches
 
 from lina import Interventions
 from lina.adapters import adapter_for

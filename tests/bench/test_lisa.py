@@ -18,7 +18,7 @@ from lina.lisa.trainer import TrainConfig, train
 from lina.testing import tiny_sd3_pipeline
 
 torch.set_num_threads(1)
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "lisa"
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "lisa"
 
 
 @pytest.fixture(scope="module")

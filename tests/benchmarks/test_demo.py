@@ -61,7 +61,7 @@ def test_shipped_aim_fits_the_shipped_testbed_model():
 def test_the_readme_quotes_the_table_the_demo_prints():
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     results = split_results([_record("a", "baseline", True), _record("a", "lina", True),
                              _record("b", "baseline", True, subset="in_distribution"),
                              _record("b", "lina", True, subset="in_distribution")])

@@ -48,7 +48,7 @@ def test_the_readme_shows_the_tables_strengths():
 
     from lina.interventions.strengths import strengths_table
 
-    assert strengths_table() in (Path(__file__).parents[1] / "README.md").read_text()
+    assert strengths_table() in (Path(__file__).parents[2] / "README.md").read_text()
 
 
 @pytest.mark.parametrize("command, option", [("generate", "steps"), ("generate", "model"), ("eval", "seeds")])
