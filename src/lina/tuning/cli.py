@@ -11,10 +11,11 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
+from lina.aim.heads import AIMHead
 from lina.cli_options import Device, Dtype, Model, Threads, option_group
 from lina.sources import JUDGES
 from lina.tuning.store import SEARCH_FIRST_SEED, Scoring
@@ -167,11 +168,8 @@ def train(
     epochs: int = 500,
     lr: float = 3e-3,
     seed: int = 0,
-    labels: Annotated[str, typer.Option(
-        help="search: regress each hard case's best strengths (its own search results). kind: the best "
-             "setting of its scene kind (from `lina search kinds`, run with the same --holdout-split). gains: "
-             "predict the judged gain of every setting tried on at least --min-prompts hard cases, and pick "
-             "the best.")] = "search",
+    labels: Annotated[Literal[tuple(AIMHead.labelled_by)], typer.Option(
+        help=" ".join(f"{name}: {head.labellings[name]}" for name, head in AIMHead.labelled_by.items()))] = "search",
     min_prompts: Annotated[int, typer.Option(
         help="--labels gains: a setting joins the AIM's codebook when judged on this many hard cases.")] = 10,
     roles: Annotated[bool, typer.Option(
