@@ -16,8 +16,7 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from lina.aim.heads import AIMHead
-from lina.cli_options import Device, Dtype, Model, Threads, option_group
-from lina.sources import JUDGES
+from lina.cli_options import Device, Dtype, Judge, JudgeModel, Model, Threads, option_group
 from lina.tuning.store import SEARCH_FIRST_SEED, Scoring
 
 search_app = typer.Typer(help="Find hard cases and search intervention strengths for them.", no_args_is_help=True)
@@ -42,10 +41,8 @@ def scoring_options(seeds: int, seeds_help: str = "Seeds per candidate.", save_i
     """The options that say how a search judges (`lina.tuning.Scoring`), passed as ``scoring``."""
     options = {
         "model": (Model, "testbed"),
-        "judge": (Annotated[str, typer.Option(
-            help=f"One of {', '.join(JUDGES)} ('testbed': the programmatic judge).")], "testbed"),
-        "judge_model": (Annotated[Optional[str], typer.Option(
-            help="Qwen2.5-VL id or local path (for --judge qwen2.5-vl).")], None),
+        "judge": (Judge, "testbed"),
+        "judge_model": (JudgeModel, None),
         "seeds": (Annotated[int, typer.Option(min=1, help=seeds_help)], seeds),
         "first_seed": (FirstSeed, SEARCH_FIRST_SEED),
         "steps": (Annotated[Optional[int], typer.Option(min=1, help="Denoising steps (default: the model's).")], None),
