@@ -17,7 +17,7 @@ app = typer.Typer(help="LINA: steer diffusion models toward the relations and ph
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
 
 from lina.tuning.cli import aim_app, search_app
-from lina.cli_options import CLI_DEFAULTS, Threads, strength_options
+from lina.cli_options import CLI_DEFAULTS, Device, Dtype, Model, Threads, strength_options
 from lina.benchmarks.cli import evaluate
 from lina.lisa.cli import app as lisa_app
 from lina.world.cli import app as world_app
@@ -51,8 +51,7 @@ def _load(model: str, dtype: str, device: Optional[str]):
 @strength_options(mention_cli_defaults=True)
 def generate(
     prompt: Annotated[str, typer.Argument(help="What to generate, e.g. 'a blue circle above a red circle'.")],
-    model: Annotated[str, typer.Option(help=f"'{TESTBED}' (the shipped testbed model), a hub id or local path of a "
-                                            f"diffusers SD3/SD3.5/FLUX/Wan pipeline, or '{TINY}'.")] = TESTBED,
+    model: Model = TESTBED,
     out: Annotated[Path, typer.Option(help="Output PNG.")] = Path("lina.png"),
     aim: Annotated[Optional[str], typer.Option(
         help=f"An AIM folder, or '{TESTBED}' for the shipped testbed AIM: strengths predicted for the prompt. "
@@ -70,8 +69,8 @@ def generate(
                                              "plus a first/middle/last frame strip PNG.")] = False,
     frames: Annotated[Optional[int], typer.Option(help="Video frames (4k+1 for Wan).")] = None,
     fps: Annotated[int, typer.Option(help="Video frames per second.")] = 16,
-    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
-    device: Annotated[Optional[str], typer.Option(help="cuda, mps or cpu (default: the best available).")] = None,
+    dtype: Dtype = "float32",
+    device: Device = None,
 ) -> None:
     """Generate one image with LINA's interventions, sampled with the model's own settings."""
     import json

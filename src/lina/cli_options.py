@@ -1,9 +1,11 @@
-"""CLI flags generated from the strength table (`lina.interventions.strengths.STRENGTHS`).
+"""CLI flags several commands share, each declared once.
 
-A command decorated with `strength_options` gets one ``--<strength>`` flag per row of the table
-(and ``--contrast-prompt``), with the table's help, neutral value and range; it receives the values
-the user gave, packed as ``strengths: dict``. Adding a strength to the table adds the flag everywhere.
-`option_group` does the same for any set of options several commands share.
+A command decorated with `strength_options` gets one ``--<strength>`` flag per row of the strength
+table (`lina.interventions.strengths.STRENGTHS`, and ``--contrast-prompt``), with the table's help,
+neutral value and range; it receives the values the user gave, packed as ``strengths: dict``. Adding
+a strength to the table adds the flag everywhere. `option_group` does the same for any set of options
+several commands share. `Model`, `Dtype`, `Device`, `Threads`, `Judge` and `JudgeModel` are the
+options of every command that loads a model or a judge (``name: Model = "testbed"``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from lina.interventions.strengths import CONTRAST_PROMPTS, STRENGTHS
+from lina.sources import JUDGES, TESTBED, TINY
 
 # What `lina generate` uses for a strength the user leaves unset when no AIM chooses.
 CLI_DEFAULTS: dict = {**{s.name: s.cli for s in STRENGTHS if s.cli is not None}, "contrast_prompt": "neutral"}
@@ -87,8 +90,12 @@ def option_group(name: str, options: dict[str, tuple[Any, Any]], build: Callable
 
 
 # Options of every command that loads a model and runs torch.
-Model = Annotated[str, typer.Option(help="'testbed', a hub id or a local diffusers pipeline folder.")]
+Model = Annotated[str, typer.Option(help=f"'{TESTBED}' (the shipped testbed model), a hub id or local path of a "
+                                         f"diffusers SD3/SD3.5/FLUX/Wan pipeline, or '{TINY}'.")]
 Dtype = Annotated[str, typer.Option(help="float32, bfloat16 or float16.")]
 Device = Annotated[Optional[str], typer.Option(help="cuda, mps or cpu (default: the best available).")]
 Threads = Annotated[Optional[int], typer.Option(
     help="CPU threads for torch (default: OMP_NUM_THREADS if set, else the cores not busy now).")]
+# Options of every command that judges images.
+Judge = Annotated[str, typer.Option(help=f"One of {', '.join(JUDGES)} ('{TESTBED}': the programmatic judge).")]
+JudgeModel = Annotated[Optional[str], typer.Option(help="Qwen2.5-VL id or local path (for --judge qwen2.5-vl).")]

@@ -4,19 +4,25 @@ targets and the loss that teach it to.
 A head has no weights of its own: the network's last layer has ``head.width`` outputs per prompt,
 and an ensemble answers with its members' mean raw output, which the head then decodes. A new head
 is one subclass of `AIMHead` with its own ``kind``: it registers itself, saves with the AIM's config
-and loads from it.
+and loads from it, and the ``labellings`` it names (with `AIMHead.from_labels`, which builds it and its
+targets from a search folder) become choices of `lina aim train --labels`.
+
+The module imports torch only where a head computes, so the command line lists the labellings
+without loading it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from lina.interventions.strengths import AIM_BOUNDS, NEUTRAL, Interventions
+
+if TYPE_CHECKING:
+    import torch
+
+    from lina.tuning.labels import LabelSource
 
 # Range each regressed strength lives in; predictions are affine images of a sigmoid on these.
 DEFAULT_BOUNDS: dict[str, tuple[float, float]] = dict(AIM_BOUNDS)
@@ -51,10 +57,27 @@ class AIMHead:
 
     kind: ClassVar[str]
     kinds: ClassVar[dict[str, type[AIMHead]]] = {}
+    # The labellings of a search folder this head learns from: name -> what it learns (the help of
+    # `lina aim train --labels`); `from_labels` builds each.
+    labellings: ClassVar[Mapping[str, str]] = {}
+    labelled_by: ClassVar[dict[str, type[AIMHead]]] = {}  # labelling name -> its head class
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("labellings", {})  # not the ones it inherits
+        taken = [f"{name!r} ({AIMHead.labelled_by[name].__name__})" for name in own
+                 if AIMHead.labelled_by.get(name, cls).kind != cls.kind]
+        if taken:
+            raise TypeError(f"{cls.__name__} names labellings other heads own: {', '.join(taken)}; pick other names")
         AIMHead.kinds[cls.kind] = cls
+        AIMHead.labelled_by.update(dict.fromkeys(own, cls))
+
+    @classmethod
+    def from_labels(cls, labelling: str, source: LabelSource) -> tuple[AIMHead, Targets]:
+        """A head and its training targets for ``labelling`` (one of ``cls.labellings``), from what a
+        search folder holds (`lina.tuning.labels.LabelSource`: its hard cases, search results, scene
+        kinds and gain table, and the labelling options)."""
+        raise NotImplementedError
 
     @property
     def width(self) -> int:
@@ -106,6 +129,22 @@ class StrengthHead(AIMHead):
     Trained on the weighted MSE of the fractions plus the weighted cross-entropy of the choice."""
 
     kind = "strengths"
+    labellings = {
+        "search": "regress each hard case's best strengths (its own search results).",
+        "kind": "the best setting of its scene kind (from `lina search kinds`, run with the same --holdout-split).",
+    }
+
+    @classmethod
+    def from_labels(cls, labelling: str, source: LabelSource) -> tuple[StrengthHead, Targets]:
+        """Choosing among ``source.contrast_prompts``, on each hard case's best searched settings (near-best
+        ones weighted by ``source.temperature``) or on the best setting of its scene kind; each prompt's
+        examples stay on one side of the validation split."""
+        examples = source.search_examples() if labelling == "search" else source.kind_examples()
+        if not examples:
+            raise ValueError("no training examples; nothing to learn")
+        head = cls(contrast_prompts=tuple(source.contrast_prompts))
+        return head, head.targets_of([e.setting for e in examples], [e.weight for e in examples],
+                                     [e.prompt for e in examples])
 
     def __init__(self, targets: Sequence[str] = tuple(DEFAULT_BOUNDS), bounds: Mapping[str, Sequence[float]] | None = None,
                  contrast_prompts: Sequence[str] = ("neutral",)) -> None:
@@ -129,7 +168,7 @@ class StrengthHead(AIMHead):
 
     def split(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The strengths as fractions of their ranges, in (0, 1), and the logits of the negative's choice."""
-        return torch.sigmoid(raw[:, : len(self.targets)]), raw[:, len(self.targets) :]
+        return raw[:, : len(self.targets)].sigmoid(), raw[:, len(self.targets) :]
 
     def decode(self, raw: torch.Tensor) -> list[Interventions]:
         unit, logits = self.split(raw)
@@ -144,6 +183,8 @@ class StrengthHead(AIMHead):
         """Targets from one setting per example: each strength as a fraction of its range (clipped to
         it) and, for settings that use a contrast, the index of its negative (else no choice label).
         ``weights`` default to 1; ``groups`` (e.g. each example's prompt) see `Targets`."""
+        import torch
+
         unit = torch.tensor([[min(max((getattr(s, t) - low) / (high - low), 0.0), 1.0)
                               for t, (low, high) in self.bounds.items()] for s in settings]).reshape(len(settings), -1)
         choice = torch.tensor([self.contrast_prompts.index(s.contrast_prompt)
@@ -155,6 +196,8 @@ class StrengthHead(AIMHead):
         return self._targets({"unit": unit, "choice": choice, "weight": weight}, groups, len(settings))
 
     def loss(self, raw: torch.Tensor, targets: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        from torch import nn
+
         unit, logits = self.split(raw)
         w = targets["weight"]
         mse = (w * ((unit - targets["unit"]) ** 2).mean(dim=-1)).sum() / w.sum()
@@ -177,6 +220,18 @@ class GainHead(AIMHead):
     judged entries of a gain table."""
 
     kind = "gains"
+    labellings = {
+        "gains": "predict the judged gain of every setting tried on at least --min-prompts hard cases, and pick "
+                 "the best.",
+    }
+
+    @classmethod
+    def from_labels(cls, labelling: str, source: LabelSource) -> tuple[GainHead, Targets]:
+        """Over the codebook of ``source.gain_table()`` (every setting judged on at least
+        ``source.min_prompts`` hard cases), one row per hard case."""
+        table = source.gain_table()
+        head = cls(table.codebook)
+        return head, head.targets_of(table.gains, table.mask, table.prompts)
 
     def __init__(self, codebook: Sequence[Interventions | Mapping[str, Any]]) -> None:
         self.codebook = tuple(s if isinstance(s, Interventions) else Interventions.from_dict(dict(s)) for s in codebook)

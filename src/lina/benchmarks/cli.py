@@ -8,39 +8,38 @@ once every shard is done. Re-running the same command resumes.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
 from lina.benchmarks.items import BENCHMARKS
-from lina.cli_options import strength_options
+from lina.cli_options import Device, Dtype, Judge, JudgeModel, Model, Threads, strength_options
 from lina.interventions.strengths import NEUTRAL
-from lina.sources import JUDGES
 
 @strength_options()
 def evaluate(
-    benchmark: str = typer.Option(..., help=f"One of {', '.join(BENCHMARKS)}."),
-    out: Path = typer.Option(..., help="Output folder (records, images, summary.json, report.html)."),
-    model: str = typer.Option("testbed", help="'testbed', a hub id or a local diffusers pipeline folder."),
-    judge: str = typer.Option("testbed", help=f"One of {', '.join(JUDGES)} ('testbed': the programmatic judge)."),
-    judge_model: Optional[str] = typer.Option(None, help="Qwen2.5-VL id or local path."),
-    data: Optional[Path] = typer.Option(None, help="Local dataset folder (winoground, pap)."),
-    subset: str = typer.Option("all", help="pap: all, ood or in_distribution; testbed: all, ood, train or a fold such as ood:0/2."),
-    aim: Optional[str] = typer.Option(
-        None, help="A trained AIM folder, 'testbed' for the shipped testbed AIM, or hf://owner/name: LINA strengths "
-                   "predicted per prompt."),
+    benchmark: Annotated[str, typer.Option(help=f"One of {', '.join(BENCHMARKS)}.")],
+    out: Annotated[Path, typer.Option(help="Output folder (records, images, summary.json, report.html).")],
+    model: Model = "testbed",
+    judge: Judge = "testbed",
+    judge_model: JudgeModel = None,
+    data: Annotated[Optional[Path], typer.Option(help="Local dataset folder (winoground, pap).")] = None,
+    subset: Annotated[str, typer.Option(
+        help="pap: all, ood or in_distribution; testbed: all, ood, train or a fold such as ood:0/2.")] = "all",
+    aim: Annotated[Optional[str], typer.Option(
+        help="A trained AIM folder, 'testbed' for the shipped testbed AIM, or hf://owner/name: LINA strengths "
+             "predicted per prompt.")] = None,
     strengths: Optional[dict] = None,
-    seeds: int = typer.Option(1, min=1, help="Seeds per prompt (0..N-1)."),
-    limit: Optional[int] = typer.Option(None, min=1, help="Only the first N items."),
-    per_category: int = typer.Option(48, min=1, help="testbed: samples per category and split."),
-    steps: Optional[int] = typer.Option(None, min=1, help="Denoising steps (default: the model's)."),
-    guidance: Optional[float] = typer.Option(None),
-    height: Optional[int] = typer.Option(None),
-    width: Optional[int] = typer.Option(None),
-    dtype: str = typer.Option("float32"),
-    device: Optional[str] = typer.Option(None),
-    threads: Optional[int] = typer.Option(
-        None, help="CPU threads for torch (default: OMP_NUM_THREADS if set, else the cores not busy now)."),
+    seeds: Annotated[int, typer.Option(min=1, help="Seeds per prompt (0..N-1).")] = 1,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N items.")] = None,
+    per_category: Annotated[int, typer.Option(min=1, help="testbed: samples per category and split.")] = 48,
+    steps: Annotated[Optional[int], typer.Option(min=1, help="Denoising steps (default: the model's).")] = None,
+    guidance: Annotated[Optional[float], typer.Option()] = None,
+    height: Annotated[Optional[int], typer.Option()] = None,
+    width: Annotated[Optional[int], typer.Option()] = None,
+    dtype: Dtype = "float32",
+    device: Device = None,
+    threads: Threads = None,
 ) -> None:
     """Generate baseline and LINA images for every prompt and seed, judge them, and report."""
     from lina.benchmarks.items import load_benchmark_items

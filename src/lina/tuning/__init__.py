@@ -14,8 +14,8 @@ from lina._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from lina.tuning.fit import TrainReport, encode_prompts, fit, fit_aim, train_from_store
-    from lina.tuning.labels import (Example, GainTable, examples_from_kinds, examples_from_search, gain_table,
-                                    labels_from_store, strength_labels)
+    from lina.tuning.labels import (LABELS, Example, GainTable, LabelSource, examples_from_kinds, examples_from_search,
+                                    gain_table, labels_from_store, strength_labels)
     from lina.tuning.search import (DEFAULT_GRID, JudgedScorer, SearchResult, coordinate_descent, mine_hard_cases,
                                     read_candidates, read_search_results, scene_kind, sweep_hard_cases, tune_fixed,
                                     tune_hard_cases, tune_kinds)
@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 
 _EXPORTS = {
     "fit": ("TrainReport", "encode_prompts", "fit", "fit_aim", "train_from_store"),
-    "labels": ("Example", "GainTable", "examples_from_kinds", "examples_from_search", "gain_table",
-               "labels_from_store", "strength_labels"),
+    "labels": ("LABELS", "Example", "GainTable", "LabelSource", "examples_from_kinds", "examples_from_search",
+               "gain_table", "labels_from_store", "strength_labels"),
     "search": ("DEFAULT_GRID", "JudgedScorer", "SearchResult", "coordinate_descent", "mine_hard_cases",
                "read_candidates", "read_search_results", "scene_kind", "sweep_hard_cases", "tune_fixed",
                "tune_hard_cases", "tune_kinds"),

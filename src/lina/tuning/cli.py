@@ -11,12 +11,12 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
-from lina.cli_options import Device, Dtype, Model, Threads, option_group
-from lina.sources import JUDGES
+from lina.aim.heads import AIMHead
+from lina.cli_options import Device, Dtype, Judge, JudgeModel, Model, Threads, option_group
 from lina.tuning.store import SEARCH_FIRST_SEED, Scoring
 
 search_app = typer.Typer(help="Find hard cases and search intervention strengths for them.", no_args_is_help=True)
@@ -41,10 +41,8 @@ def scoring_options(seeds: int, seeds_help: str = "Seeds per candidate.", save_i
     """The options that say how a search judges (`lina.tuning.Scoring`), passed as ``scoring``."""
     options = {
         "model": (Model, "testbed"),
-        "judge": (Annotated[str, typer.Option(
-            help=f"One of {', '.join(JUDGES)} ('testbed': the programmatic judge).")], "testbed"),
-        "judge_model": (Annotated[Optional[str], typer.Option(
-            help="Qwen2.5-VL id or local path (for --judge qwen2.5-vl).")], None),
+        "judge": (Judge, "testbed"),
+        "judge_model": (JudgeModel, None),
         "seeds": (Annotated[int, typer.Option(min=1, help=seeds_help)], seeds),
         "first_seed": (FirstSeed, SEARCH_FIRST_SEED),
         "steps": (Annotated[Optional[int], typer.Option(min=1, help="Denoising steps (default: the model's).")], None),
@@ -167,11 +165,8 @@ def train(
     epochs: int = 500,
     lr: float = 3e-3,
     seed: int = 0,
-    labels: Annotated[str, typer.Option(
-        help="search: regress each hard case's best strengths (its own search results). kind: the best "
-             "setting of its scene kind (from `lina search kinds`, run with the same --holdout-split). gains: "
-             "predict the judged gain of every setting tried on at least --min-prompts hard cases, and pick "
-             "the best.")] = "search",
+    labels: Annotated[Literal[tuple(AIMHead.labelled_by)], typer.Option(
+        help=" ".join(f"{name}: {head.labellings[name]}" for name, head in AIMHead.labelled_by.items()))] = "search",
     min_prompts: Annotated[int, typer.Option(
         help="--labels gains: a setting joins the AIM's codebook when judged on this many hard cases.")] = 10,
     roles: Annotated[bool, typer.Option(

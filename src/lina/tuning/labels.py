@@ -1,8 +1,10 @@
 """What an AIM learns from: labels read from a search folder, as one head's training targets.
 
-Three labellings of the same hard cases: each prompt's best searched setting (`examples_from_search`,
-for a `StrengthHead`), the best setting of its scene kind (`examples_from_kinds`), or the judged gain
-of every shared setting (`gain_table`, for a `GainHead`). `labels_from_store` picks one by name.
+Three readings of the same hard cases: each prompt's best searched setting (`examples_from_search`),
+the best setting of its scene kind (`examples_from_kinds`), or the judged gain of every shared setting
+(`gain_table`). `LabelSource` offers them for one folder; each head names the labellings it learns
+from and builds itself from them (`lina.aim.heads.AIMHead.from_labels`), and `labels_from_store`
+picks one by name (`LABELS`: every head's).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,8 @@ from lina.aim.heads import AIMHead, GainHead, StrengthHead, Targets
 from lina.interventions.strengths import NEUTRAL, Interventions
 from lina.prompts.csg import CSG
 
-LABELS = ("search", "kind", "gains")
+# Every labelling a head learns from, in the order the heads are defined.
+LABELS = tuple(AIMHead.labelled_by)
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,77 @@ def gain_table(judged, prompts: Sequence[str], seeds: Sequence[int], min_prompts
     return GainTable(rows, codebook, gains, mask)
 
 
+@dataclass
+class LabelSource:
+    """What the labellings read from one search folder, each read once, on first use, plus the labelling
+    options. ``holdout``: world splits whose prompts are left out. ``seeds``: learn from what was judged
+    on exactly these seeds (default: the seeds of the search run with the most). ``temperature``: see
+    `examples_from_search`; ``min_prompts``: see `gain_table`; ``contrast_prompts``: the negatives a
+    strength head chooses between."""
+
+    folder: str | Path
+    holdout: Sequence[str] = ()
+    seeds: Sequence[int] | None = None
+    temperature: float = 0.1
+    min_prompts: int = 10
+    contrast_prompts: Sequence[str] = ("neutral", "counterfactual")
+
+    @cached_property
+    def records(self) -> list[dict[str, Any]]:
+        """The search results (`lina search tune`), judged on ``seeds``."""
+        from lina.tuning.search import read_search_results
+
+        records = read_search_results(self.folder, seeds=self.seeds)
+        if not records:
+            on = f" judged on seeds {min(self.seeds)}..{max(self.seeds)}" if self.seeds else ""
+            raise ValueError(f"no search results{on} in {self.folder}; run `lina search tune --out {self.folder}` first")
+        return records
+
+    @cached_property
+    def excluded(self) -> set[str]:
+        """The prompts of the ``holdout`` splits."""
+        from lina.sources import held_out_prompts
+
+        return held_out_prompts(list(self.holdout) or None)
+
+    @cached_property
+    def hard_cases(self) -> dict[str, CSG]:
+        """Every hard case with its CSG (`lina search mine`)."""
+        from lina.tuning.store import read_hard_cases
+
+        return dict(read_hard_cases(self.folder))
+
+    def search_examples(self) -> list[Example]:
+        """`examples_from_search` on the search results at ``temperature``, minus the held-out prompts."""
+        examples = examples_from_search(self.records, temperature=self.temperature, exclude=self.excluded)
+        if not examples:
+            raise ValueError("no search result beat its baseline (after the exclusions); nothing to learn")
+        return examples
+
+    def kind_examples(self) -> list[Example]:
+        """`examples_from_kinds` on the `lina search kinds` records made with ``holdout`` (which, like
+        every labelling but the gains on given seeds, needs the search results of the folder)."""
+        from lina.tuning.store import read_kinds
+
+        self.records  # noqa: B018 (read for its check)
+        excluded, hard = self.excluded, self.hard_cases
+        return examples_from_kinds(read_kinds(self.folder, list(self.holdout)), hard.items(), exclude=excluded)
+
+    def gain_table(self) -> GainTable:
+        """`gain_table` of the candidate store on the hard cases not held out, judged on ``seeds`` (default:
+        the seeds of the search run with the most), with ``min_prompts``."""
+        from lina.tuning.search import read_candidates
+        from lina.tuning.store import tune_seeds
+
+        judged_on = self.seeds or tune_seeds(self.records)
+        excluded, hard = self.excluded, self.hard_cases
+        if not judged_on:
+            raise ValueError(f"the search results in {self.folder} do not record their seeds; give them "
+                             "(`lina aim train --search-seeds`)")
+        return gain_table(read_candidates(self.folder), [p for p in hard if p not in excluded], judged_on,
+                          min_prompts=self.min_prompts)
+
+
 def labels_from_store(
     folder: str | Path,
     labels: str = "search",
@@ -157,39 +232,13 @@ def labels_from_store(
 ) -> tuple[AIMHead, Targets, dict[str, CSG]]:
     """The head, its targets and the hard cases' CSGs for one labelling of a search folder.
 
-    ``labels``: ``search`` (each hard case's best searched strengths, near-best settings weighted by
-    ``temperature``), ``kind`` (the best setting of its scene kind, from `lina search kinds` run with the
-    same ``holdout``) or ``gains`` (the judged gain of every setting judged on at least ``min_prompts``
-    hard cases). ``holdout``: world splits whose prompts are left out. ``seeds``: learn from what was
-    judged on exactly these seeds (default: the seeds of the search run with the most)."""
-    from lina.sources import held_out_prompts
-    from lina.tuning.search import read_candidates, read_search_results
-    from lina.tuning.store import read_hard_cases, read_kinds, tune_seeds
-
-    if labels not in LABELS:
-        raise ValueError(f"labels must be one of {', '.join(map(repr, LABELS))}, not {labels!r}")
-    # Gains come from the candidate store (a tune or a sweep judged them); the search results are needed
-    # for the search labels, and to find the tune run's seeds when no seeds are given.
-    needs_records = labels != "gains" or seeds is None
-    records = read_search_results(folder, seeds=seeds) if needs_records else []
-    if needs_records and not records:
-        on = f" judged on seeds {min(seeds)}..{max(seeds)}" if seeds else ""
-        raise ValueError(f"no search results{on} in {folder}; run `lina search tune --out {folder}` first")
-    excluded = held_out_prompts(list(holdout) or None)
-    hard = dict(read_hard_cases(folder))
-    if labels == "gains":
-        judged_on = seeds or tune_seeds(records)
-        if not judged_on:
-            raise ValueError(f"the search results in {folder} do not record their seeds; give them (`lina aim train --search-seeds`)")
-        table = gain_table(read_candidates(folder), [p for p in hard if p not in excluded], judged_on,
-                           min_prompts=min_prompts)
-        head, targets = table.labels()
-    elif labels == "kind":
-        examples = examples_from_kinds(read_kinds(folder, list(holdout)), hard.items(), exclude=excluded)
-        head, targets = strength_labels(examples, contrast_prompts)
-    else:
-        examples = examples_from_search(records, temperature=temperature, exclude=excluded)
-        if not examples:
-            raise ValueError("no search result beat its baseline (after the exclusions); nothing to learn")
-        head, targets = strength_labels(examples, contrast_prompts)
-    return head, targets, hard
+    ``labels``: one of `LABELS`, each a head's (`AIMHead.labellings` says what it learns): ``search``
+    (each hard case's best searched strengths, near-best settings weighted by ``temperature``), ``kind``
+    (the best setting of its scene kind, from `lina search kinds` run with the same ``holdout``) or
+    ``gains`` (the judged gain of every setting judged on at least ``min_prompts`` hard cases). The
+    other options: see `LabelSource`."""
+    if labels not in AIMHead.labelled_by:
+        raise ValueError(f"labels must be one of {', '.join(map(repr, AIMHead.labelled_by))}, not {labels!r}")
+    source = LabelSource(folder, holdout, seeds, temperature, min_prompts, tuple(contrast_prompts))
+    head, targets = AIMHead.labelled_by[labels].from_labels(labels, source)
+    return head, targets, source.hard_cases

@@ -6,10 +6,10 @@ import json
 import shutil
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 
+from lina.cli_options import Threads
 from lina.loading import TESTBED_MODEL, TESTBED_UNET_MODEL
 from lina.world.scenes import DEFAULT_WORLD, RARE_WEIGHT, WORLDS, world_split
 
@@ -80,8 +80,7 @@ def train(
     batch_size: int = typer.Option(64),
     rare_weight: float = typer.Option(RARE_WEIGHT, help="Weight of each rare cell relative to a common one."),
     seed: int = typer.Option(0),
-    threads: Optional[int] = typer.Option(
-        None, help="CPU threads for torch (default: OMP_NUM_THREADS if set, else the cores not busy now)."),
+    threads: Threads = None,
     loss_plot: Path | None = typer.Option(None, help="Also copy the loss-curve PNG here."),
 ) -> None:
     """Train a testbed model (autoencoder, text encoders, denoiser), resumable, and save it."""
