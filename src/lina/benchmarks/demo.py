@@ -9,16 +9,16 @@ HTML report with the same tables and baseline | LINA image grids, the categories
 changes the outcome most first. Resumable like `lina eval`.
 
 The defaults spend the time where the question is. The OOD split (its 39 distinct prompts, all of
-them) runs 6 seeds per prompt; the in-distribution split 16 samples per category (53 prompts) with
-2 seeds: 340 (prompt, seed) pairs, 680 images. One image of the testbed (24 steps, 32x32, 1
-thread, judged and saved) takes 0.40 s of CPU time (0.39 s baseline, 0.44 s LINA's contrast
-branch, per image generation), so the demo takes about 4.6 minutes on one idle core, less on two.
-The OOD difference's expected 95% half-width is then 4.6 points: the pooled within-prompt variance
-of the paired per-seed difference is about 0.128 (baseline ~33%, LINA ~39-44%; 18% of the
-(prompt, seed) pairs differ in verdict), and 1.96 * sqrt(0.128 / (6 * 39)) = 0.046. The interval is
-over seeds for these prompts (the split has no others); over prompts, as ``summary.json``'s
-``delta`` resamples them, it stays near +-7 points whatever the seeds, because LINA's effect
-differs between categories.
+them) runs 8 seeds per prompt; the in-distribution split 12 samples per category (45 prompts) with
+2 seeds: 402 (prompt, seed) pairs, 804 images. One testbed image (24 steps, 32x32, 1 thread) takes
+0.39 s of CPU time for the baseline and 0.44 s for LINA (its contrast branch); judged and saved,
+a whole demo run averaged 0.36 s per image (248 s of CPU for 680 images, startup included), so the
+defaults take about 4.8 minutes on one idle core, less on two. The OOD difference's expected 95%
+half-width is 4.8 points: the pooled within-prompt variance of the paired per-seed difference was
+0.187 at baseline 33.8% and LINA 41.9% (23% of the (prompt, seed) pairs differ in verdict), and
+1.96 * sqrt(0.187 / (8 * 39)) = 0.048. The interval is over seeds for these prompts (the split
+has no others); over prompts, as ``summary.json``'s ``delta`` resamples them, it stays near
++-7 points whatever the seeds, because LINA's effect differs between categories.
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ __all__ = ["DEFAULT_PER_CATEGORY", "DEFAULT_SEEDS", "DEFAULT_STRENGTHS", "run_de
 # Fixed strengths used when no AIM is shipped or given (the best single setting on the train split).
 DEFAULT_STRENGTHS = Interventions(contrast=3.0, contrast_window=0.25, contrast_prompt="neutral")
 
-DEFAULT_SEEDS = {"ood": 6, "train": 2}
-"""Seeds per prompt and split: OOD gets the time, for a paired interval of about +-4.6 points."""
-DEFAULT_PER_CATEGORY = {"ood": 48, "train": 16}
-"""World samples per category and split: 48 reaches every OOD prompt (39), 16 gives 53 in-distribution ones."""
+DEFAULT_SEEDS = {"ood": 8, "train": 2}
+"""Seeds per prompt and split: OOD gets the time, for a paired interval of about +-4.8 points."""
+DEFAULT_PER_CATEGORY = {"ood": 48, "train": 12}
+"""World samples per category and split: 48 reaches every OOD prompt (39), 12 gives 45 in-distribution ones."""
 
 
 def _per_split(value: int | Mapping[str, int] | None, default: Mapping[str, int], splits: Sequence[str]) -> dict[str, int]:
