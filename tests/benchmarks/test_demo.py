@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -42,6 +43,16 @@ def test_demo_runs_on_the_shipped_model_and_writes_json(tmp_path):
     assert format_table(payload["results"]) in result.stdout  # the table the report and the README quote
     report = (out / "report.html").read_text()
     assert "What ran" in report and "split: in_distribution" in report and "lina strengths used" in report
+    assert payload["settings"]["seeds"] == {"ood": 1, "train": 1}
+    # The grids show the 32 px images enlarged 5x, baseline and LINA of the same prompt and seed side by side.
+    from PIL import Image
+
+    sources = re.findall(r'<img src="(report_files/enlarged/testbed/[^"]+)" width="160" height="160"', report)
+    every_image = sum(entry["images"] for split in payload["results"].values() for entry in split.values())
+    assert len(sources) == every_image  # one seed, one prompt per category: every image is in a grid
+    assert all(b.replace("/baseline/", "/lina/") == li for b, li in zip(sources[0::2], sources[1::2]))
+    with Image.open(out / sources[0]) as image:
+        assert image.size == (160, 160)
 
 
 def test_shipped_aim_fits_the_shipped_testbed_model():
@@ -68,5 +79,6 @@ def test_the_readme_quotes_the_table_the_demo_prints():
     header = format_table(results).splitlines()[0]
     block = readme.split("`lina demo` (the shipped model and the shipped AIM")[1].split("```")[1].strip().splitlines()
     assert block[0].split() == header.split()  # the same columns
-    assert [line.split()[:2] for line in block[1:] if line.split()[1] == "ALL"] == [["ood", "ALL"],
-                                                                                ["in_distribution", "ALL"]]
+    table = block[1:block.index("")]  # then the lines on what LINA did
+    assert [line.split()[:2] for line in table if line.split()[1] == "ALL"] == [["ood", "ALL"], ["in_distribution", "ALL"]]
+    assert block[block.index("") + 1] == "What LINA did, per split and category:"

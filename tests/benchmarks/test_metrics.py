@@ -86,3 +86,26 @@ def test_seeds_are_averaged_within_an_item_and_methods_can_be_ordered(tmp_path: 
     assert result["metrics"]["caption_success"]["overall"]["lina"] == {"rate": 0.5, "low": 0.5, "high": 0.5, "n": 1}
     path = write_summary(tmp_path, summary)
     assert json.loads(path.read_text()) == summary
+
+
+def test_paired_seed_interval_known_answer() -> None:
+    from lina.benchmarks.metrics import paired_seed_ci, within_item_variance
+
+    # Item means 0.5, 0.0, 0.5 -> 1/3. Within-item sums of squares 1.0 + 0 + 0.5 over 3 + 3 + 1 degrees
+    # of freedom: s2 = 1.5 / 7; variance s2 * (1/4 + 1/4 + 1/2) / 3^2; half-width 1.959964 * sqrt of it.
+    differences = {"a": [1, 1, 0, 0], "b": [0, 0, 0, 0], "c": [1, 0]}
+    assert within_item_variance(differences) == pytest.approx(1.5 / 7)
+    est = paired_seed_ci(differences)
+    half = 1.959964 * (1.5 / 7 / 9) ** 0.5
+    assert (est.rate, est.n) == (pytest.approx(1 / 3), 3)
+    assert (est.low, est.high) == (pytest.approx(1 / 3 - half, abs=1e-6), pytest.approx(1 / 3 + half, abs=1e-6))
+    # A given pooled variance replaces the items' own; with one seed each, the spread across items is used.
+    given = paired_seed_ci({"a": [1], "b": [0]}, pooled_variance=0.1)
+    assert given.high - given.rate == pytest.approx(1.959964 * (0.1 * 2 / 4) ** 0.5, abs=1e-6)
+    assert paired_seed_ci({"a": [1, 1]}, pooled_variance=4.0).high == 1.0  # clipped to [-1, 1]
+    one_seed = paired_seed_ci({"a": [1], "b": [0], "c": [0]})
+    assert one_seed.high - one_seed.rate == pytest.approx(1.959964 * (1 / 3 / 3) ** 0.5, abs=1e-6)
+    # More seeds with the same within-item spread narrow the interval by sqrt(seeds).
+    wide = paired_seed_ci({"a": [1, 0], "b": [0, -1]})
+    narrow = paired_seed_ci({"a": [1, 0] * 4, "b": [0, -1] * 4})
+    assert (narrow.high - narrow.low) < (wide.high - wide.low) / 2

@@ -20,6 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,42 @@ def bootstrap_ci(values: Sequence[float], *, level: float = 0.95, resamples: int
     tail = (1.0 - level) / 2.0
     low, high = np.quantile(means, [tail, 1.0 - tail])
     return Estimate(float(data.mean()), float(low), float(high), int(data.size))
+
+
+def within_item_variance(differences: Mapping[str, Sequence[float]]) -> float | None:
+    """The pooled within-item variance ``sum_ij (d_ij - mean_i)^2 / sum_i (m_i - 1)``; None when no
+    item has two values."""
+    rows = [np.asarray(v, dtype=float) for v in differences.values() if len(v)]
+    freedom = sum(r.size - 1 for r in rows)
+    return sum(float(((r - r.mean()) ** 2).sum()) for r in rows) / freedom if freedom > 0 else None
+
+
+def paired_seed_ci(differences: Mapping[str, Sequence[float]], *, level: float = 0.95,
+                   pooled_variance: float | None = None) -> Estimate:
+    """Mean paired difference over a fixed set of items, with a normal-approximation interval over seeds.
+
+    ``differences[item]`` holds one value per seed: method minus reference on the same item and seed
+    (for pass/fail, -1, 0 or 1). The estimate is the mean over items of each item's mean over its
+    seeds. The items are taken as the whole population (a world split whose every prompt is
+    evaluated), so only the seeds are random: the variance is the pooled within-item variance
+    ``s2`` (:func:`within_item_variance`, or ``pooled_variance`` when given, e.g. a whole split's
+    for one of its categories) times ``sum_i 1/m_i / N^2``. With one seed per item and no
+    ``pooled_variance`` there is no within-item variance, and the variance across items (which
+    includes it) is used instead: ``var_i(d_i) / N``.
+    """
+    rows = [np.asarray(v, dtype=float) for v in differences.values() if len(v)]
+    if not rows:
+        raise ValueError("paired_seed_ci needs at least one item with a difference")
+    count = len(rows)
+    means = np.array([r.mean() for r in rows])
+    pooled = pooled_variance if pooled_variance is not None else within_item_variance(differences)
+    if pooled is not None:
+        variance = pooled * sum(1.0 / r.size for r in rows) / count**2
+    else:
+        variance = float(means.var(ddof=1)) / count if count > 1 else 0.0
+    half = NormalDist().inv_cdf(0.5 + level / 2.0) * variance**0.5
+    rate = float(means.mean())
+    return Estimate(rate, max(-1.0, rate - half), min(1.0, rate + half), count)
 
 
 @dataclass(frozen=True)

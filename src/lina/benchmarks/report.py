@@ -3,11 +3,13 @@
 ``report.html`` sits in the output directory next to ``images/`` (the judged images, referenced in
 place) and ``report_files/`` (the charts): what ran (model, sampling settings, LINA's strengths or
 AIM, and the strengths used per split and category), the summary table, the per-split category
-tables that `lina demo` and `lina eval` print, one bar chart per benchmark, metric and group field
-(methods side by side, bootstrap intervals as error bars), and side-by-side image grids, one column
-per method, each image with its verdict, the atoms it failed and the strengths it was made with.
-Small images are enlarged nearest-neighbour, so their pixels stay sharp; a video shows its first,
-middle and last frames as a strip.
+tables that `lina demo` and `lina eval` print (the categories where LINA changes the outcome most
+first, each with a sentence on what LINA did there), side-by-side image grids in the same order,
+one row per prompt and seed and one column per method, each image with its verdict, the atoms it
+failed and the strengths it was made with, and one bar chart per benchmark, metric and group field
+(methods side by side, bootstrap intervals as error bars). Images smaller than 160 pixels are
+enlarged nearest-neighbour by a whole factor (copies under ``report_files/enlarged/``), so their
+pixels stay sharp; a video shows its first, middle and last frames as a strip.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+from PIL import Image
 
-from lina.benchmarks.tables import ALL, describe_setting, settings_by_category, split_results, table_rows
+from lina.benchmarks.tables import (ALL, category_of, describe_setting, format_difference, ordered_categories,
+                                    settings_by_category, split_of, split_results, table_rows)
 from lina.filenames import safe_stem
 
 _STYLE = """
@@ -32,11 +36,12 @@ th, td { border: 1px solid #bbb; padding: 4px 8px; text-align: left; vertical-al
 th { background: #eee; }
 figure { display: inline-block; margin: 0.5em; }
 .grid td { white-space: nowrap; }
-.grid img { width: 160px; height: auto; margin-right: 2px; image-rendering: pixelated; }
-.grid img.frame { width: 112px; }
+.grid img { margin-right: 2px; image-rendering: pixelated; }
+.grid img.fit { width: 160px; height: auto; }
 .pass { color: #176117; } .fail { color: #a11; }
 .atoms { color: #a11; font-size: 90%; } .setting { color: #555; font-size: 90%; }
 tr.all th, tr.all td { font-weight: bold; }
+p.said { margin: 0.2em 0; }
 """
 
 
@@ -56,7 +61,7 @@ def _signed_percent(estimate: Mapping[str, float] | None) -> str:
 
 def _summary_table(methods: Sequence[str], metrics: Mapping[str, Any]) -> str:
     header = "".join(f"<th>{escape(m)}</th>" for m in methods)
-    header += "".join(f"<th>{escape(m)} &minus; {escape(methods[0])}</th>" for m in methods[1:])
+    header += "".join(f"<th>{escape(m)} &minus; {escape(methods[0])} (paired, 95% over items)</th>" for m in methods[1:])
     rows = []
     for metric, result in metrics.items():
         cells = "".join(f"<td>{_percent(result['overall'].get(m))}</td>" for m in methods)
@@ -100,11 +105,37 @@ def _charts(out_dir: Path, benchmark: str, methods: Sequence[str], metrics: Mapp
     return "".join(figures)
 
 
-def _cell(record: Mapping[str, Any] | None) -> str:
+ENLARGED_SIZE = 160
+"""Images smaller than this many pixels (their longer side) are shown enlarged nearest-neighbour by a whole
+factor to at least this size, written under ``report_files/enlarged/``."""
+
+
+def _enlarged(out_dir: Path, relative: str) -> tuple[str, str]:
+    """The source and size attributes of an image for the grids: small images enlarged nearest-neighbour
+    (a copy under ``report_files/enlarged/``), larger ones shown as they are at the grid's width."""
+    try:
+        with Image.open(out_dir / relative) as image:
+            image.load()
+            size = image.size
+            factor = ENLARGED_SIZE // max(size) if max(size) else 0
+            if factor < 2:
+                return relative, ' class="fit"'
+            target = Path("report_files", "enlarged", *Path(relative).parts[1:])
+            big = (size[0] * factor, size[1] * factor)
+            (out_dir / target).parent.mkdir(parents=True, exist_ok=True)
+            image.resize(big, Image.Resampling.NEAREST).save(out_dir / target)
+    except OSError:
+        return relative, ' class="fit"'
+    return target.as_posix(), f' width="{big[0]}" height="{big[1]}"'
+
+
+def _cell(out_dir: Path, record: Mapping[str, Any] | None) -> str:
     if record is None:
         return "<td>&ndash;</td>"
-    frame = ' class="frame"' if record.get("video") else ""
-    images = "".join(f'<img{frame} src="{escape(p)}" alt="{escape(record["method"])}">' for p in record["images"])
+    images = ""
+    for path in record["images"]:
+        source, size = _enlarged(out_dir, path)
+        images += f'<img src="{escape(source)}"{size} alt="{escape(record["method"])}">'
     verdict = "pass" if record["passed"] else "fail"
     line = f'<span class="{verdict}">{verdict}</span> score {record["score"]:.2f}'
     if record.get("swapped"):
@@ -119,19 +150,55 @@ def _cell(record: Mapping[str, Any] | None) -> str:
     return f"<td>{images}<br>{line}</td>"
 
 
-def _examples(methods: Sequence[str], records: Sequence[Mapping[str, Any]], max_examples: int) -> str:
+def _grid_rows(methods: Sequence[str], records: Sequence[Mapping[str, Any]]) -> list[tuple[tuple[str, int, int], dict]]:
+    """(item, caption, seed) with each method's record: those where the methods disagree first (the
+    last method's wins before its losses), one seed per prompt before the next seed of any prompt."""
     grouped: dict[tuple[str, int, int], dict[str, Mapping[str, Any]]] = defaultdict(dict)
     for r in records:
         grouped[(str(r["item"]), int(r["caption"]), int(r["seed"]))][r["method"]] = r
-    # Prompts on which the methods disagree come first: they show what the method changes.
-    ordered = sorted(grouped.items(), key=lambda kv: len({r["passed"] for r in kv[1].values()}) == 1)
-    rows = []
-    for (item, caption, seed), by_method in ordered[:max_examples]:
-        prompt = next(iter(by_method.values()))["prompt"]
-        label = f"<td>{escape(prompt)}<br><small>item {escape(item)}, caption {caption}, seed {seed}</small></td>"
-        rows.append(f"<tr>{label}{''.join(_cell(by_method.get(m)) for m in methods)}</tr>")
+
+    def kind(by_method: Mapping[str, Mapping[str, Any]]) -> int:
+        if len({r["passed"] for r in by_method.values()}) == 1:
+            return 2
+        last = by_method.get(methods[-1])
+        return 0 if last is not None and last["passed"] else 1
+
+    rank: dict[tuple[int, str], int] = defaultdict(int)
+    keyed = []
+    for index, (key, by_method) in enumerate(grouped.items()):
+        k = kind(by_method)
+        keyed.append(((k, rank[(k, key[0])], index), key, by_method))
+        rank[(k, key[0])] += 1
+    return [(key, by_method) for _, key, by_method in sorted(keyed, key=lambda t: t[0])]
+
+
+def _examples(out_dir: Path, methods: Sequence[str], records: Sequence[Mapping[str, Any]], per_group: int) -> str:
+    """Image grids per split and category, the categories where the last method changes the outcome most
+    first (the order of the tables), each with what that method did there; one row per prompt and seed,
+    the methods side by side."""
+    results = split_results(records, reference=methods[0])
+    by_group: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
+    for r in records:
+        by_group[(split_of(r), category_of(r))].append(r)
     header = "".join(f"<th>{escape(m)}</th>" for m in methods)
-    return f'<table class="grid"><tr><th>prompt</th>{header}</tr>{"".join(rows)}</table>'
+    sections = []
+    for split, by_method in results.items():
+        entries = [by_method.get(m) for m in methods]
+        for category in ordered_categories(entries):
+            group = by_group.get((split, category), [])
+            if not group:
+                continue
+            name = " &middot; ".join(escape(n) for n in (split, category) if n != "all") or "all prompts"
+            vs = ((entries[-1] or {}).get("categories", {}).get(category) or {}).get("vs")
+            said = f'<p class="said">{escape(vs["says"])}</p>' if vs and "says" in vs else ""
+            rows = []
+            for (item, caption, seed), cells in _grid_rows(methods, group)[:per_group]:
+                prompt = next(iter(cells.values()))["prompt"]
+                label = f"<td>{escape(prompt)}<br><small>item {escape(item)}, caption {caption}, seed {seed}</small></td>"
+                rows.append(f"<tr>{label}{''.join(_cell(out_dir, cells.get(m)) for m in methods)}</tr>")
+            sections.append(f'<h4 class="group">{name}</h4>{said}<table class="grid"><tr><th>prompt</th>{header}</tr>'
+                            f'{"".join(rows)}</table>')
+    return "".join(sections)
 
 
 def _run_section(run: Mapping[str, Any] | None) -> str:
@@ -161,14 +228,17 @@ def _split_tables(methods: Sequence[str], records: Sequence[Mapping[str, Any]]) 
         return ""
     header = "".join(f"<th>{escape(m)}</th>" for m in methods)
     if len(methods) > 1:
-        header += f"<th>{escape(methods[-1])} &minus; {escape(methods[0])}</th>"
+        header += (f"<th>{escape(methods[-1])} &minus; {escape(methods[0])} (pp, paired, 95% over seeds)</th>"
+                   f"<th>what {escape(methods[-1])} did</th>")
     tables = []
     for split in results:
         rows = []
         for row in table_rows({split: results[split]}, methods):
             cells = "".join(f"<td>{_table_percent(c)}</td>" for c in row["cells"])
             if len(methods) > 1:
-                cells += f"<td>{row['delta']:+.1f} pp</td>" if row["delta"] is not None else "<td>&ndash;</td>"
+                difference = format_difference(row["vs"], row["delta"])
+                cells += f"<td>{escape(difference)}</td>" if difference != "-" else "<td>&ndash;</td>"
+                cells += f"<td>{escape(row['vs']['says'])}</td>" if row["vs"] and "says" in row["vs"] else "<td></td>"
             css = ' class="all"' if row["category"] == ALL else ""
             rows.append(f"<tr{css}><th>{escape(row['category'])}</th><td>{row['images']}</td>{cells}</tr>")
         tables.append(f"<h4>split: {escape(split)}</h4><table><tr><th>category</th><th>images</th>{header}</tr>"
@@ -195,13 +265,13 @@ def write_report(
     summary: Mapping[str, Any],
     records: Sequence[Mapping[str, Any]],
     *,
-    max_examples: int = 12,
+    examples_per_group: int = 6,
 ) -> Path:
     """Write ``out_dir/report.html`` (and its charts under ``report_files/``); return its path.
 
     ``summary`` comes from :func:`~lina.benchmarks.metrics.summarize`; ``records`` are those of
-    ``out_dir`` (their image paths are relative to it); at most
-    ``max_examples`` prompts per benchmark are shown as image grids.
+    ``out_dir`` (their image paths are relative to it); at most ``examples_per_group`` (prompt, seed)
+    rows per split and category are shown as image grids.
     """
     out = Path(out_dir)
     (out / "report_files").mkdir(parents=True, exist_ok=True)
@@ -220,9 +290,9 @@ def write_report(
             _summary_table(methods, result["metrics"]),
             _split_tables(methods, bench_records),
             _settings_table(bench_records, methods[-1]) if len(methods) > 1 else "",
-            _charts(out, benchmark, methods, result["metrics"], ci["level"]),
             "<h3>Examples</h3>",
-            _examples(methods, bench_records, max_examples),
+            _examples(out, methods, bench_records, examples_per_group),
+            _charts(out, benchmark, methods, result["metrics"], ci["level"]),
             "</section>",
         ]
     if summary.get("data"):
