@@ -231,6 +231,7 @@ def test_recommended_flow_shift_grows_with_resolution():
     assert recommended_flow_shift(720, 1280) == 5.0
 
 
+@pytest.mark.slow
 def test_realsize_timing_bench_refuses_real_sizes_on_cpu_and_runs_reduced(capsys, monkeypatch):
     """The bench times whole calls through the shipped LinaPipeline; on CPU it runs the reduced sizes."""
     import importlib.util

@@ -66,6 +66,7 @@ def test_edge_f1_known_answers(convergence):
     assert convergence.edge_f1(np.full((16, 16, 3), 128, np.uint8), edges) == 0.0
 
 
+@pytest.mark.slow
 def test_interleaved_runs_train_exactly_as_alone(convergence, tmp_path):
     tiny_sd3_pipeline().save_pretrained(tmp_path / "base")
     disc_dataset(6).save_to_disk(tmp_path / "discs")

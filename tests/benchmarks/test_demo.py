@@ -28,6 +28,7 @@ def test_split_results_known_answer():
     assert any(line.split()[:2] == ["in_distribution", "mirror"] for line in lines)
 
 
+@pytest.mark.slow
 def test_demo_runs_on_the_shipped_model_and_writes_json(tmp_path):
     out = tmp_path / "demo"
     result = CliRunner().invoke(app, ["demo", "--out", str(out), "--json", str(tmp_path / "demo.json"), "--seeds", "1",

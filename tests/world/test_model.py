@@ -48,6 +48,7 @@ def test_training_saves_a_loadable_sd3_pipeline(trained):
     assert image.size == (32, 32)
 
 
+@pytest.mark.slow
 def test_interrupted_training_resumes_to_the_same_weights(trained, tmp_path, monkeypatch):
     root, _ = trained
     real_mse, calls = F.mse_loss, []
@@ -71,6 +72,7 @@ def test_interrupted_training_resumes_to_the_same_weights(trained, tmp_path, mon
         torch.testing.assert_close(tensor, uninterrupted[name], rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_finished_run_given_more_steps_trains_on(trained, tmp_path):
     root, _ = trained
     longer = TrainConfig(**{**TINY.__dict__, "steps": 6})

@@ -54,6 +54,7 @@ def test_unet_prompt_embeddings_are_the_pipelines_own(trained):
     assert torch.equal(embeds, expected) and pooled.shape == (2, pipe.text_encoder.config.hidden_size)
 
 
+@pytest.mark.slow
 def test_interrupted_unet_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
     real_mse, calls = F.mse_loss, []
 
@@ -121,6 +122,7 @@ def test_lisa_on_the_unet_testbed_checkpoints_the_decoder_and_resumes_exactly(tr
     assert len(controlnet.controlnet_down_blocks) == 6  # the default hook, down_5, exists
 
 
+@pytest.mark.slow
 def test_the_shipped_unet_testbed_draws_its_world(single_thread):
     """The shipped UNet testbed (`lina world train --family sd`) draws the in-distribution scenes it was
     trained on: every entity with its colour and shape, and most relations (18 of the first 24 train
