@@ -13,7 +13,7 @@ import datasets
 import pytest
 from PIL import Image
 
-from tests.benchmarks.test_pap import FEATURES as PAP_FEATURES, row as pap_row, write_shards
+from tests.benchmarks.test_pap import row as pap_row, write_shards
 from tests.benchmarks.test_winoground import FEATURES as WINO_FEATURES, ROWS as WINO_ROWS, image as wino_image
 from tests.test_cli_errors import lina, one_line_error
 

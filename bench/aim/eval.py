@@ -30,7 +30,6 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from lina.adapters import adapter_for
     from lina.loading import sampling_defaults
     from lina.judges.testbed import TestbedJudge
     from lina.pipeline import LinaPipeline
@@ -39,7 +38,6 @@ def main() -> None:
     pipe = load_testbed_pipeline()
     sampling = sampling_defaults(pipe)
     pipe.set_progress_bar_config(disable=True)
-    adapter = adapter_for(pipe)
     scorer = JudgedScorer(LinaPipeline.from_pipe(pipe), TestbedJudge(), args.eval, seeds=range(args.seeds),
                           **sampling)
     items = {s.prompt: s.csg for s in world_split(args.split)}

@@ -202,6 +202,19 @@ def _held_back_logs(logger_name: str) -> Iterator[list[logging.LogRecord]]:
                     handler.handle(record)
 
 
+def model_source(pipe_or_path: Any) -> str | os.PathLike[str] | None:
+    """Where a model came from: a folder or hub id as given, the folder or id a diffusers pipeline was
+    loaded from with ``from_pretrained`` (also through anything wrapping it as ``.pipe``, a
+    ``LinaPipeline``), or None for a pipeline built in code."""
+    source = pipe_or_path
+    if hasattr(source, "pipe") and not isinstance(source, (str, os.PathLike)):
+        source = source.pipe
+    if isinstance(source, (str, os.PathLike)):
+        return source
+    config = getattr(source, "config", None)
+    return (config.get("_name_or_path") if isinstance(config, Mapping) else None) or None
+
+
 def sampling_defaults(pipe_or_path: Any) -> dict[str, Any]:
     """The pipeline-call arguments a model carries (``lina_sampling.json`` in its folder), or ``{}``.
 
@@ -211,14 +224,9 @@ def sampling_defaults(pipe_or_path: Any) -> dict[str, Any]:
 
         lina(prompt, **{**sampling_defaults(pipe), **kwargs})
     """
-    source = pipe_or_path
-    if hasattr(source, "pipe") and not isinstance(source, (str, os.PathLike)):
-        source = source.pipe
-    if not isinstance(source, (str, os.PathLike)):
-        config = getattr(source, "config", None)
-        source = config.get("_name_or_path") if isinstance(config, Mapping) else None
-        if not source:
-            return {}
+    source = model_source(pipe_or_path)
+    if source is None:
+        return {}
     path = Path(source).expanduser()
     if path.is_dir():
         file = path / SAMPLING_FILE

@@ -257,13 +257,11 @@ class LinaPipeline:
             negatives.append(text)
         return negatives
 
-    def _scale_relation_tokens(
-        self, cond: Conditioning, prompts: list[str], csgs: list[CSG | None], scales: torch.Tensor, copies: int,
-        kwargs: dict, spans: list | None = None,
+    def _scale_token_spans(
+        self, cond: Conditioning, prompts: list[str], spans: list[list], scales: torch.Tensor, copies: int, kwargs: dict,
     ) -> Conditioning:
-        """The rows of each prompt's relation words (or of ``spans``, character spans per prompt) times its scale."""
+        """Each encoder's rows of the tokens under ``spans`` (character spans per prompt) times the prompt's scale."""
         embeds = cond.embeds
-        spans = spans if spans is not None else [c.relation_spans if c is not None else [] for c in csgs]
         for slot in self.adapter.encoder_slots(self.adapter.max_sequence_length(kwargs)):
             if kwargs.get(slot.text_arg) is not None and slot.text_arg != "prompt":
                 logger.warning("LINA: %s reads its own %s; its token rows are left unscaled.", slot.name, slot.text_arg)
@@ -314,24 +312,25 @@ class LinaPipeline:
             cond = Conditioning(kwargs["prompt_embeds"], kwargs.get("pooled_prompt_embeds"))
             call = dict(kwargs)
 
-        scales = torch.tensor([s.token_scale for s in settings], dtype=torch.float32)
+        clean = [adapter.clean_prompt(t) for t in texts]
+        scaled = []  # (spans per prompt, scale per prompt) of each token intervention in use
+        if any(s.uses_tokens for s in settings):
+            scaled.append(([g.relation_spans if g is not None else [] for g in csgs], [s.token_scale for s in settings]))
+        if any(s.uses_effect_tokens for s in settings):
+            from lina.interventions.effects import cause_spans
+
+            scaled.append(([cause_spans(g) if g is not None else [] for g in csgs],
+                           [s.effect_token_scale for s in settings]))
 
         def scale_rows(c: Conditioning) -> Conditioning:
             if weighted is not None:
                 c = self._weight_phrases(c, weighted, copies, kwargs)
-            if any(s.uses_tokens for s in settings):
-                c = self._scale_relation_tokens(c, [adapter.clean_prompt(t) for t in texts], csgs, scales, copies, kwargs)
-            if any(s.uses_effect_tokens for s in settings):
-                from lina.interventions.effects import cause_spans
-
-                effect_scales = torch.tensor([s.effect_token_scale for s in settings], dtype=torch.float32)
-                c = self._scale_relation_tokens(c, [adapter.clean_prompt(t) for t in texts], csgs, effect_scales,
-                                                copies, kwargs, [cause_spans(g) if g is not None else [] for g in csgs])
+            for spans, scales in scaled:
+                c = self._scale_token_spans(c, clean, spans, torch.tensor(scales, dtype=torch.float32), copies, kwargs)
             return c
 
         hooks = {}
-        if adapter.token_rows_after is None or (
-                weighted is None and not any(s.uses_tokens or s.uses_effect_tokens for s in settings)):
+        if adapter.token_rows_after is None or (weighted is None and not scaled):
             cond = scale_rows(cond)
         else:  # the denoisers normalise each text row first: the same factors act on the normalised rows
             factors = scale_rows(cond.with_embeds(torch.ones_like(cond.embeds))).embeds

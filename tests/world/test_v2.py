@@ -12,7 +12,7 @@ from lina.world.scenes import (
     RARE_WEIGHT, WORLD_FILE, all_cells, cell_fold, get_world, model_world, parse_split, sample_world, world_sample,
     world_split, write_model_world,
 )
-from lina.world.vocabulary import CATEGORIES, COLORS, SHAPES
+from lina.world.vocabulary import CATEGORIES
 
 V2 = get_world("v2")
 

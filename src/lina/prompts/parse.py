@@ -693,7 +693,6 @@ def _subject_of(
         return [relations[-1].subject], negated  # "close to the water and in the sand"
     if chunks[j].kind != NOUN_PHRASE:
         return [], negated
-    entity = chunks[j].entity
     verb = bool(chunks[k].verb_forms)
     if verb and j >= 2 and chunks[j - 1].kind == OTHER and toks[chunks[j - 1].start].lower_ == "with":
         if chunks[j - 2].kind == NOUN_PHRASE:

@@ -493,14 +493,11 @@ def model_world(pipe_or_path: Any) -> str:
     trained before worlds were recorded, and anything not loaded from a folder).
 
     ``pipe_or_path``: a model folder, a pipeline loaded with ``from_pretrained``, or a ``LinaPipeline``."""
-    source = pipe_or_path
-    if hasattr(source, "pipe") and not isinstance(source, (str, os.PathLike)):
-        source = source.pipe
-    if not isinstance(source, (str, os.PathLike)):
-        config = getattr(source, "config", None)
-        source = config.get("_name_or_path") if isinstance(config, Mapping) else None
-        if not source:
-            return DEFAULT_WORLD
+    from lina.loading import model_source
+
+    source = model_source(pipe_or_path)
+    if source is None:
+        return DEFAULT_WORLD
     path = Path(source).expanduser() / WORLD_FILE
     if not path.is_file():
         return DEFAULT_WORLD
