@@ -67,3 +67,15 @@ def test_a_hub_model_that_cannot_be_fetched_is_one_line_saying_how_to_get_it(mon
     assert error.value.__cause__ is None and error.value.__suppress_context__  # no chained traceback
     assert isinstance(error.value, FileNotFoundError)  # the CLI prints it as one line
     assert "Couldn't connect" not in capsys.readouterr().err  # the failed attempt's log lines are dropped
+
+
+def test_every_shipped_testbed_name_resolves_to_its_model_and_aim_folders():
+    from lina.loading import TESTBED_AIM, TESTBED_MODEL, TESTBED_V2_AIM, TESTBED_V2_MODEL
+    from lina.sources import DEMO_MODEL, SHIPPED, default_aim, shipped_paths
+
+    assert shipped_paths("testbed") == (TESTBED_MODEL, TESTBED_AIM)
+    assert shipped_paths("testbed-v2") == (TESTBED_V2_MODEL, TESTBED_V2_AIM)
+    assert DEMO_MODEL in SHIPPED and default_aim("testbed") == TESTBED_AIM
+    assert default_aim("some/model") is None
+    with pytest.raises(ValueError, match="testbed, testbed-v2"):
+        shipped_paths("testbed-v3")

@@ -9,6 +9,10 @@ evaluated on prompts they never saw, on evaluation seeds (0..N-1):
   learn from the train hard cases plus the OOD hard cases of the other folds, and are evaluated on
   fold k. Every OOD prompt is evaluated once, by methods that never saw it or its cell.
 
+A third comparison isolates what the AIM's contrast carries: the *guidance-only control* takes, per
+prompt, the AIM's own contrast strength and window with the empty prompt as the negative (and no token
+or schedule change), so its total guidance matches the AIM's and it carries no scene information.
+
 The best fixed setting is found by coordinate descent on the mean score over the same hard cases
 (`lina.tuning.tune_fixed`), over the same grid as the per-prompt search; or, with ``--fixed codebook``
 (for ``--labels gains``), it is the one setting of the AIM's own codebook with the highest judged gain
@@ -17,6 +21,9 @@ choice for all prompts. Every judged image goes through a resumable store (the s
 ``OUT/eval`` for evaluation).
 
     python bench/aim/crossfit.py --search runs/xfit --out runs/xfit-eval --seeds 5 --search-seeds 6
+
+``--model`` evaluates another testbed checkpoint; the splits are then its world's (`lina_world.json`,
+e.g. ``ood@v2`` for a world-v2 model).
 
 After ``lina search sweep --out runs/xfit --seeds 24`` (dense gains, 24 seeds):
 
@@ -37,21 +44,32 @@ from lina.tuning import (SEARCH_FIRST_SEED, JudgedScorer, examples_from_kinds, e
                          read_candidates, read_hard_cases, read_search_results, strength_labels, tune_fixed, tune_kinds)
 from lina.benchmarks.metrics import bootstrap_ci
 from lina.interventions.strengths import NEUTRAL
-from lina.world.scenes import world_prompts, world_split
+from lina.interventions.strengths import Interventions
+from lina.world.scenes import model_world, world_prompts, world_split
 
 GRID = {"contrast": [0, 1.5, 3, 6], "contrast_window": [0.25, 0.5, 0.75], "contrast_prompt": ["neutral", "counterfactual"],
         "token_scale": [1, 2], "shift_gain": [1, 2]}
-COMPARED = ("baseline", "best fixed", "AIM")
+COMPARED = ("baseline", "best fixed", "AIM", "control")
 
 
-def _prompts(split: str) -> dict:
-    return {s.prompt: s.csg for s in world_split(split)}
+def _prompts(split: str, world: str | None = None) -> dict:
+    return {s.prompt: s.csg for s in world_split(split, world=world)}
+
+
+def guidance_control(setting: Interventions) -> Interventions:
+    """The same contrast strength and window with the empty prompt as the negative, nothing else: the
+    extra guidance of ``setting`` without its scene information (neutral where it has no contrast)."""
+    if not setting.uses_contrast:
+        return NEUTRAL
+    return NEUTRAL.replace(contrast=setting.contrast, contrast_window=setting.contrast_window, contrast_prompt="empty")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--search", type=Path, required=True, help="folder of `lina search mine/tune` over train + ood")
     parser.add_argument("--out", type=Path, default=Path("runs/xfit-eval"))
+    parser.add_argument("--model", default=None, help="testbed checkpoint folder (default: the shipped one); "
+                                                       "its world's splits are used")
     parser.add_argument("--seeds", type=int, default=5, help="evaluation seeds: N of them, from --eval-first-seed")
     parser.add_argument("--eval-first-seed", type=int, default=0,
                         help="first evaluation seed (e.g. 20 to confirm a result on seeds no earlier run looked at)")
@@ -84,7 +102,8 @@ def main() -> None:
     from lina.pipeline import LinaPipeline
     from lina.world.model import load_testbed_pipeline
 
-    pipe = load_testbed_pipeline()
+    pipe = load_testbed_pipeline(args.model)
+    world = model_world(pipe)
     sampling = sampling_defaults(pipe)
     pipe.set_progress_bar_config(disable=True)
     lina = LinaPipeline.from_pipe(pipe)
@@ -99,7 +118,7 @@ def main() -> None:
     records = read_search_results(args.search, seeds=search_seeds)
     hard = read_hard_cases(args.search)
     csg_of = dict(hard)
-    ood = _prompts("ood")
+    ood = _prompts("ood", world)
     grid = json.loads(args.grid)
 
     plans = []  # (protocol, fold name, held-out prompts = evaluation prompts, prompts excluded from tuning)
@@ -107,7 +126,7 @@ def main() -> None:
         plans.append(("train-only", "all", ood, set(ood)))
     if "cross-fitted" in args.protocols:
         for k in range(args.folds):
-            fold = _prompts(f"ood:{k}/{args.folds}")
+            fold = _prompts(f"ood:{k}/{args.folds}", world)
             plans.append(("cross-fitted", f"{k}/{args.folds}", fold, set(fold)))
 
     rates: dict[tuple[str, str, str], dict[str, float]] = defaultdict(dict)  # (protocol, method, category) -> prompt -> rate
@@ -145,7 +164,8 @@ def main() -> None:
                         "aim": {p: iv.to_dict() for p, iv in predicted.items()}})
         for prompt in tqdm(prompts, desc=f"eval {protocol} {fold}"):
             category = world_prompts()[prompt][0].category
-            settings = {"baseline": NEUTRAL, "best fixed": fixed, "AIM": predicted[prompt]}
+            settings = {"baseline": NEUTRAL, "best fixed": fixed, "AIM": predicted[prompt],
+                        "control": guidance_control(predicted[prompt])}
             for method in COMPARED:
                 rate = evaluator(prompt, evaluate_on[prompt], settings[method]).pass_rate
                 rates[(protocol, method, "ALL")][prompt] = rate
@@ -158,8 +178,9 @@ def main() -> None:
              + (f"; AIM ensemble of {args.ensemble}" if args.ensemble > 1 else "")
              + ("; best fixed: the best of the AIM's codebook" if args.fixed == "codebook" else
                 "; best fixed: coordinate descent over the grid"), "",
-             "| protocol | category | prompts | baseline | best fixed | AIM | AIM - best fixed (95% CI) |",
-             "|---|---|---|---|---|---|---|"]
+             "| protocol | category | prompts | baseline | best fixed | AIM | guidance-only control | "
+             "AIM - baseline (95% CI) | AIM - best fixed (95% CI) | AIM - control (95% CI) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     categories = sorted({k[2] for k in rates}, key=lambda c: (c != "ALL", c))
     for protocol in dict.fromkeys(p for p, _, _, _ in plans):
         for category in categories:
@@ -167,14 +188,15 @@ def main() -> None:
                 continue
             est = {m: bootstrap_ci(list(rates[(protocol, m, category)].values())) for m in COMPARED}
             shared = sorted(rates[(protocol, "AIM", category)])
-            delta = bootstrap_ci([rates[(protocol, "AIM", category)][p] - rates[(protocol, "best fixed", category)][p]
-                                  for p in shared])
+            deltas = {other: bootstrap_ci([rates[(protocol, "AIM", category)][p] - rates[(protocol, other, category)][p]
+                                           for p in shared]) for other in ("baseline", "best fixed", "control")}
             rows.append({"protocol": protocol, "category": category, "prompts": len(shared),
                          **{m: {"rate": e.rate, "ci": [e.low, e.high]} for m, e in est.items()},
-                         "aim_minus_fixed": {"rate": delta.rate, "ci": [delta.low, delta.high]}})
+                         **{f"aim_minus_{other.split()[-1]}": {"rate": d.rate, "ci": [d.low, d.high]}
+                            for other, d in deltas.items()}})  # aim_minus_baseline, _fixed, _control
             cells = " | ".join(f"{100 * est[m].rate:.1f}%" for m in COMPARED)
-            lines.append(f"| {protocol} | {category} | {len(shared)} | {cells} | {100 * delta.rate:+.1f} "
-                         f"[{100 * delta.low:+.1f}, {100 * delta.high:+.1f}] |")
+            differences = " | ".join(f"{100 * d.rate:+.1f} [{100 * d.low:+.1f}, {100 * d.high:+.1f}]" for d in deltas.values())
+            lines.append(f"| {protocol} | {category} | {len(shared)} | {cells} | {differences} |")
     table = "\n".join(lines)
     print(table)
     for entry in learned:
@@ -196,9 +218,9 @@ def _plot(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(protocols), figsize=(6 * len(protocols), 3.6), squeeze=False, sharey=True)
     for ax, protocol in zip(axes[0], protocols):
         mine = [r for r in rows if r["protocol"] == protocol]
-        width = 0.27
+        width = 0.8 / len(COMPARED)
         for i, method in enumerate(COMPARED):
-            xs = [j + (i - 1) * width for j in range(len(mine))]
+            xs = [j + (i - (len(COMPARED) - 1) / 2) * width for j in range(len(mine))]
             values = [100 * r[method]["rate"] for r in mine]
             errors = [[100 * (r[method]["rate"] - r[method]["ci"][0]) for r in mine],
                       [100 * (r[method]["ci"][1] - r[method]["rate"]) for r in mine]]

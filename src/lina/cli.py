@@ -21,7 +21,7 @@ from lina.cli_options import CLI_DEFAULTS, Device, Dtype, Model, Threads, streng
 from lina.benchmarks.cli import evaluate
 from lina.lisa.cli import app as lisa_app
 from lina.world.cli import app as world_app
-from lina.sources import TESTBED, TINY
+from lina.sources import DEMO_MODEL, SHIPPED, TESTBED, TINY
 
 DEBUG_ENV = "LINA_DEBUG"
 
@@ -141,8 +141,11 @@ def demo(
         min=1, help="Seeds per prompt (default: 8 on OOD, 2 in distribution; OOD difference +-4.8 points).")] = None,
     per_category: Annotated[Optional[int], typer.Option(
         min=1, help="World samples per category and split (default: 48 on OOD, all 39 prompts; 12 in distribution).")] = None,
+    model: Annotated[Optional[str], typer.Option(
+        help=f"A shipped testbed ({', '.join(SHIPPED)}; default: {DEMO_MODEL}) or a testbed checkpoint folder; "
+             "the splits are its world's.")] = None,
     aim: Annotated[Optional[str], typer.Option(
-        help="An AIM folder, or hf://owner/name (default: the shipped testbed AIM).")] = None,
+        help="An AIM folder, or hf://owner/name (default: the shipped model's AIM).")] = None,
     threads: Threads = None,
 ) -> None:
     """Baseline vs LINA on the testbed's OOD and in-distribution splits, with an HTML report."""
@@ -153,7 +156,8 @@ def demo(
     typer.echo(f"torch threads: {set_threads(threads)}", err=True)
     from lina.loading import cli_source
 
-    payload = run_demo(out, aim=cli_source(aim) if aim else None, seeds=seeds, per_category=per_category,
+    payload = run_demo(out, model=model if model is None or model in SHIPPED else cli_source(model),
+                       aim=cli_source(aim) if aim else None, seeds=seeds, per_category=per_category,
                        json_path=json_path)
     lina_setting = payload["settings"]["lina"]
     if isinstance(lina_setting, str):

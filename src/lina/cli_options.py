@@ -19,7 +19,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from lina.interventions.strengths import CONTRAST_PROMPTS, STRENGTHS
-from lina.sources import JUDGES, TESTBED, TINY
+from lina.sources import JUDGES, TESTBED, TESTBED_V2, TINY
 
 # What `lina generate` uses for a strength the user leaves unset when no AIM chooses.
 CLI_DEFAULTS: dict = {**{s.name: s.cli for s in STRENGTHS if s.cli is not None}, "contrast_prompt": "neutral"}
@@ -90,8 +90,9 @@ def option_group(name: str, options: dict[str, tuple[Any, Any]], build: Callable
 
 
 # Options of every command that loads a model and runs torch.
-Model = Annotated[str, typer.Option(help=f"'{TESTBED}' (the shipped testbed model), a hub id or local path of a "
-                                         f"diffusers SD3/SD3.5/FLUX/Wan pipeline, or '{TINY}'.")]
+Model = Annotated[str, typer.Option(help=f"'{TESTBED}' (the shipped testbed model, world v1), '{TESTBED_V2}' (the "
+                                         "shipped world-v2 testbed), a hub id or local path of a diffusers "
+                                         f"SD3/SD3.5/FLUX/Wan pipeline, or '{TINY}'.")]
 Dtype = Annotated[str, typer.Option(help="float32, bfloat16 or float16.")]
 Device = Annotated[Optional[str], typer.Option(help="cuda, mps or cpu (default: the best available).")]
 Threads = Annotated[Optional[int], typer.Option(

@@ -40,6 +40,10 @@ TESTBED_UNET_MODEL = ASSETS / "testbed_unet"
 """Where ``lina world train --family sd`` writes the UNet testbed."""
 TESTBED_AIM = ASSETS / "testbed_aim"
 """The AIM shipped for the testbed model."""
+TESTBED_V2_MODEL = ASSETS / "testbed_v2"
+"""The shipped world-v2 testbed pipeline (``lina world train --world v2 --output src/lina/assets/testbed_v2``)."""
+TESTBED_V2_AIM = ASSETS / "testbed_v2_aim"
+"""The AIM shipped for the world-v2 testbed model."""
 
 SAMPLING_FILE = "lina_sampling.json"
 SAMPLING_KEYS = {

@@ -9,7 +9,12 @@ from pathlib import Path
 from lina.prompts.csg import CSG
 
 TESTBED = "testbed"
+TESTBED_V2 = "testbed-v2"
 TINY = "tiny-random-sd3"
+SHIPPED = (TESTBED, TESTBED_V2)
+"""The testbed models shipped with the package, by name: each has its folder and its AIM (`shipped_paths`)."""
+DEMO_MODEL = TESTBED
+"""The shipped testbed `lina demo` runs unless told otherwise."""
 # Every judge the CLI can name, as "module:Class"; the class builds itself with
 # ``Class.load(model=None, dtype=..., device=...)`` (``model``: a checkpoint, for judges that have one).
 JUDGES: dict[str, str] = {
@@ -18,14 +23,24 @@ JUDGES: dict[str, str] = {
 }
 
 
+def shipped_paths(name: str) -> tuple[Path, Path]:
+    """(model folder, AIM folder) of a shipped testbed: ``testbed`` (world v1) or ``testbed-v2``."""
+    from lina.loading import TESTBED_AIM, TESTBED_MODEL, TESTBED_V2_AIM, TESTBED_V2_MODEL
+
+    paths = {TESTBED: (TESTBED_MODEL, TESTBED_AIM), TESTBED_V2: (TESTBED_V2_MODEL, TESTBED_V2_AIM)}
+    if name not in paths:
+        raise ValueError(f"unknown shipped testbed {name!r}; choose one of {', '.join(SHIPPED)}")
+    return paths[name]
+
+
 def load_model(model: str, dtype: str = "float32", device: str | None = None):
-    """A diffusers pipeline: ``testbed`` (the shipped testbed model), ``tiny-random-sd3`` (the testbed's
-    SD3 architecture untrained, random weights, for smoke tests), or a hub id / local path of an SD3,
-    FLUX or Wan pipeline."""
-    if model == TESTBED:
+    """A diffusers pipeline: ``testbed`` (the shipped testbed model, world v1), ``testbed-v2`` (the
+    shipped world-v2 model), ``tiny-random-sd3`` (the testbed's SD3 architecture untrained, random
+    weights, for smoke tests), or a hub id / local path of an SD3, FLUX or Wan pipeline."""
+    if model in SHIPPED:
         from lina.world.model import load_testbed_pipeline
 
-        pipe = load_testbed_pipeline()
+        pipe = load_testbed_pipeline(shipped_paths(model)[0])
     elif model == TINY:
         from lina.world.model import build_testbed_pipeline
 
@@ -40,21 +55,22 @@ def load_model(model: str, dtype: str = "float32", device: str | None = None):
 
 
 def default_aim(model: str) -> Path | None:
-    """The AIM shipped for a model name (the testbed's), or None."""
-    from lina.loading import TESTBED_AIM
-
-    return TESTBED_AIM if model == TESTBED and (TESTBED_AIM / "config.json").is_file() else None
+    """The AIM shipped for a model name (a shipped testbed's), or None."""
+    if model not in SHIPPED:
+        return None
+    aim = shipped_paths(model)[1]
+    return aim if (aim / "config.json").is_file() else None
 
 
 def load_aim(aim: str | Path):
     """An AIM from a local folder (``save_pretrained`` layout), ``hf://owner/name`` for one on the Hub,
-    or ``testbed`` for the one shipped with the testbed. Anything else is a local path, never a Hub id;
-    a missing or damaged folder is an error naming the file."""
+    or ``testbed`` / ``testbed-v2`` for the one shipped with that testbed. Anything else is a local path,
+    never a Hub id; a missing or damaged folder is an error naming the file."""
     from lina.aim import AIM
-    from lina.loading import TESTBED_AIM, cli_source
+    from lina.loading import cli_source
 
-    if str(aim) == TESTBED:
-        return AIM.from_pretrained(TESTBED_AIM)
+    if str(aim) in SHIPPED:
+        return AIM.from_pretrained(shipped_paths(str(aim))[1])
     return AIM.from_pretrained(cli_source(aim) if isinstance(aim, str) else Path(aim))
 
 

@@ -59,10 +59,10 @@ def evaluate(
         raise ValueError("LINA needs strengths: pass --aim PATH or fixed ones (e.g. --contrast 3 --token-scale 1.8)")
     world = None
     if benchmark == "testbed":  # the splits of the world the model was trained on
-        from lina.loading import TESTBED_MODEL
+        from lina.sources import SHIPPED, shipped_paths
         from lina.world.scenes import model_world
 
-        world = model_world(TESTBED_MODEL if model == "testbed" else model)
+        world = model_world(shipped_paths(model)[0] if model in SHIPPED else model)
     items, data_report = load_benchmark_items(benchmark, data, limit, subset, per_category, world)
     if not items:
         where = f" in {data}" if data is not None else ""

@@ -30,7 +30,9 @@ from typing import Any
 
 from lina.benchmarks.tables import split_results
 from lina.interventions.strengths import Interventions
-from lina.loading import TESTBED_AIM, sampling_defaults
+from lina.loading import sampling_defaults
+
+from lina.sources import DEMO_MODEL
 
 __all__ = ["DEFAULT_PER_CATEGORY", "DEFAULT_SEEDS", "DEFAULT_STRENGTHS", "run_demo"]
 
@@ -67,6 +69,10 @@ def run_demo(
     """Run (or resume) the demo into ``out_dir``; returns the payload written to ``demo.json``
     (``results[split][method]``, the settings, the report's path).
 
+    ``model``: a shipped testbed's name (``testbed``, ``testbed-v2``; None: `lina.sources.DEMO_MODEL`) or a
+    testbed checkpoint folder; the splits are its world's. ``aim``: None takes the shipped AIM of a
+    shipped model, else `DEFAULT_STRENGTHS` (unless ``interventions`` are given).
+
     ``seeds`` and ``per_category``: one number for every split, or one per split name; None (or a
     split not named) takes :data:`DEFAULT_SEEDS` / :data:`DEFAULT_PER_CATEGORY`."""
     from lina.benchmarks.runner import METHODS, finalize_eval, make_generate_fn, read_records, run_eval
@@ -75,11 +81,15 @@ def run_demo(
     from lina.pipeline import LinaPipeline
     from lina.world.model import load_testbed_pipeline
 
-    pipe = load_testbed_pipeline(model)
+    from lina.sources import SHIPPED, default_aim, shipped_paths
+
+    model = DEMO_MODEL if model is None else model
+    shipped = str(model) in SHIPPED
+    pipe = load_testbed_pipeline(shipped_paths(str(model))[0] if shipped else model)
     pipe.set_progress_bar_config(disable=True)
     aim_model = None
     if interventions is None:
-        aim = aim or (TESTBED_AIM if (TESTBED_AIM / "config.json").is_file() else None)
+        aim = aim or (default_aim(str(model)) if shipped else None)
         if aim is not None:
             from lina.aim import AIM
 
@@ -107,7 +117,7 @@ def run_demo(
     out = Path(out_dir)
     csg_of = {item.prompt: item.csg for item in items}  # the world's own graphs and negatives
     lina_setting = f"AIM {aim}" if aim_model is not None else interventions.to_dict()
-    run = {"model": str(model or "testbed (shipped)"), "sampling": settings, "lina": lina_setting, "seeds": seeds_of,
+    run = {"model": f"{model} (shipped)" if shipped else str(model), "world": world, "sampling": settings, "lina": lina_setting, "seeds": seeds_of,
            "per_category": per_category_of, "judge": "testbed"}
     generate, judge = make_generate_fn(lina, interventions, csg_of, **settings), TestbedJudge()
     for split in splits:  # OOD first: the question the demo answers
