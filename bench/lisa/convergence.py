@@ -107,11 +107,14 @@ class Run:
     config: TrainConfig
 
 
-def arm_options(lisa_weight: float, fractions: list[float], controls: bool) -> dict[str, dict]:
+def arm_options(lisa_weight: float, fractions: list[float], controls: bool,
+                hook_layers: list[str] = ()) -> dict[str, dict]:
+    """Arm name -> trainer options. ``hook_layers``: extra LISA arms hooked at these layers (``lisa @L``)."""
     arms = {
         PLAIN: {"lisa_weight": 0.0},
         "lisa": {"lisa_weight": lisa_weight, "lisa_target": "likelihood"},
         **{f"lisa f={f:g}": {"lisa_weight": lisa_weight, "regularize_fraction": f} for f in fractions},
+        **{f"lisa @{layer}": {"lisa_weight": lisa_weight, "hook_layer": layer} for layer in hook_layers},
     }
     if controls:
         arms.update(
@@ -262,6 +265,8 @@ def main(
     learning_rate: float = 1e-4,
     lisa_weight: float = 0.2,
     fractions: Annotated[list[float] | None, typer.Option("--fraction", help="Extra LISA arms on a fraction.")] = None,
+    lisa_hooks: Annotated[list[str] | None, typer.Option(
+        "--lisa-hook", help="Extra LISA arms hooked at this side-network layer (e.g. down_2), repeatable.")] = None,
     controls: Annotated[bool, typer.Option(help="Add the plain-y, random and detached control arms.")] = True,
     skip_arms: Annotated[list[str] | None, typer.Option("--skip-arm", help="Leave out this arm, repeatable.")] = None,
     sd3_hook_layer: str | None = None,
@@ -283,7 +288,7 @@ def main(
         if not (bases[family] / "model_index.json").is_file():
             raise typer.BadParameter(f"no {family} base pipeline at {bases[family]}; pass --{family}-pretrained "
                                      "(the UNet testbed: lina world train --family sd)")  # fmt: skip
-    arms = arm_options(lisa_weight, fractions or [], controls)
+    arms = arm_options(lisa_weight, fractions or [], controls, lisa_hooks or [])
     unknown = set(skip_arms or []) - set(arms) | ({PLAIN} & set(skip_arms or []))
     if unknown:
         raise typer.BadParameter(f"cannot skip {', '.join(sorted(unknown))}; arms: {', '.join(arms)} (not {PLAIN})")
@@ -307,10 +312,11 @@ def main(
                     output_dir=output_dir / "runs" / setting.replace(":", "_") / arm.replace(" ", "_").replace("=", "")
                     / f"seed_{seed}",
                     controlnet_layers=controlnet_layers if family == "sd3" else None, resolution=resolution,
-                    batch_size=batch_size, learning_rate=learning_rate, max_steps=steps, hook_layer=hooks[family],
+                    batch_size=batch_size, learning_rate=learning_rate, max_steps=steps,
                     seed=seed, checkpoint_every=eval_every, keep_checkpoints=1, validation_every=eval_every,
                     validation_dataset=data / "validation", validation_rows=eval_rows,
-                    validation_inference_steps=inference_steps, show_progress=False, **options,
+                    validation_inference_steps=inference_steps, show_progress=False,
+                    **{"hook_layer": hooks[family], **options},
                 ))
                 for arm, options in arms.items()
             ]  # fmt: skip

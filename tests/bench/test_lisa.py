@@ -119,3 +119,10 @@ def test_convergence_benchmark_runs_both_families_end_to_end(convergence, tmp_pa
     # A rerun finds every run finished and only rewrites the report.
     again = CliRunner().invoke(app, arguments)
     assert again.exit_code == 0 and json.loads((tmp_path / "out" / "results.json").read_text()) == curves
+
+
+def test_extra_hook_layer_arms_change_only_the_hooked_layer(convergence):
+    arms = convergence.arm_options(0.2, [], controls=False, hook_layers=["down_2", "mid"])
+    assert list(arms) == ["controlnet", "lisa", "lisa @down_2", "lisa @mid"]
+    assert arms["lisa @down_2"] == {"lisa_weight": 0.2, "hook_layer": "down_2"}
+    assert "hook_layer" not in arms["lisa"]  # the family's default layer
