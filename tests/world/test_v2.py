@@ -161,3 +161,25 @@ def test_a_v2_model_trains_records_its_world_and_the_demo_uses_its_splits(tmp_pa
     prompts = {r["prompt"] for r in read_records(tmp_path / "demo")}
     assert prompts == {s.prompt for s in world_split("ood", per_category=1, world="v2")}
     assert "a lamp left of a red circle" in prompts  # common in v1, rare in v2
+
+
+@pytest.mark.slow
+def test_the_shipped_v2_testbed_records_v2_and_draws_its_world(single_thread):
+    """The shipped world-v2 model (`lina world train --world v2`) knows its world and draws the
+    in-distribution scenes it was trained on (20 of the first 24 train prompts pass at seeds 0-23)."""
+    import torch
+
+    from lina.judges.testbed import TestbedJudge
+    from lina.loading import TESTBED_V2_MODEL, sampling_defaults
+    from lina.sources import load_model
+    from lina.world.model import MAX_SEQUENCE_LENGTH
+
+    pipe = load_model("testbed-v2")
+    assert model_world(pipe) == "v2" and model_world(TESTBED_V2_MODEL) == "v2"
+    assert sampling_defaults(pipe)["max_sequence_length"] == MAX_SEQUENCE_LENGTH
+    pipe.set_progress_bar_config(disable=True)
+    samples = world_split("train", 0, world="v2")[:24]
+    images = pipe([s.prompt for s in samples], generator=[torch.Generator().manual_seed(i) for i in range(24)],
+                  **sampling_defaults(pipe)).images
+    judgements = TestbedJudge().judge(images, [s.csg for s in samples])
+    assert sum(j.passed for j in judgements) >= 18
