@@ -108,13 +108,15 @@ class Run:
 
 
 def arm_options(lisa_weight: float, fractions: list[float], controls: bool,
-                hook_layers: list[str] = ()) -> dict[str, dict]:
-    """Arm name -> trainer options. ``hook_layers``: extra LISA arms hooked at these layers (``lisa @L``)."""
+                hook_layers: list[str] = (), decoder_lr_scales: list[float] = ()) -> dict[str, dict]:
+    """Arm name -> trainer options. ``hook_layers``: extra LISA arms hooked at these layers (``lisa @L``);
+    ``decoder_lr_scales``: extra LISA arms whose decoder learns that many times faster (``lisa dlr=S``)."""
     arms = {
         PLAIN: {"lisa_weight": 0.0},
         "lisa": {"lisa_weight": lisa_weight, "lisa_target": "likelihood"},
         **{f"lisa f={f:g}": {"lisa_weight": lisa_weight, "regularize_fraction": f} for f in fractions},
         **{f"lisa @{layer}": {"lisa_weight": lisa_weight, "hook_layer": layer} for layer in hook_layers},
+        **{f"lisa dlr={scale:g}": {"lisa_weight": lisa_weight, "decoder_lr_scale": scale} for scale in decoder_lr_scales},
     }
     if controls:
         arms.update(
@@ -267,6 +269,8 @@ def main(
     fractions: Annotated[list[float] | None, typer.Option("--fraction", help="Extra LISA arms on a fraction.")] = None,
     lisa_hooks: Annotated[list[str] | None, typer.Option(
         "--lisa-hook", help="Extra LISA arms hooked at this side-network layer (e.g. down_2), repeatable.")] = None,
+    decoder_lr_scales: Annotated[list[float] | None, typer.Option(
+        "--decoder-lr-scale", help="Extra LISA arms whose decoder learns at this multiple of the rate, repeatable.")] = None,
     controls: Annotated[bool, typer.Option(help="Add the plain-y, random and detached control arms.")] = True,
     skip_arms: Annotated[list[str] | None, typer.Option("--skip-arm", help="Leave out this arm, repeatable.")] = None,
     sd3_hook_layer: str | None = None,
@@ -288,7 +292,7 @@ def main(
         if not (bases[family] / "model_index.json").is_file():
             raise typer.BadParameter(f"no {family} base pipeline at {bases[family]}; pass --{family}-pretrained "
                                      "(the UNet testbed: lina world train --family sd)")  # fmt: skip
-    arms = arm_options(lisa_weight, fractions or [], controls, lisa_hooks or [])
+    arms = arm_options(lisa_weight, fractions or [], controls, lisa_hooks or [], decoder_lr_scales or [])
     unknown = set(skip_arms or []) - set(arms) | ({PLAIN} & set(skip_arms or []))
     if unknown:
         raise typer.BadParameter(f"cannot skip {', '.join(sorted(unknown))}; arms: {', '.join(arms)} (not {PLAIN})")

@@ -54,8 +54,9 @@ def generate(
     model: Model = TESTBED,
     out: Annotated[Path, typer.Option(help="Output PNG.")] = Path("lina.png"),
     aim: Annotated[Optional[str], typer.Option(
-        help=f"An AIM folder, or '{TESTBED}' for the shipped testbed AIM: strengths predicted for the prompt. "
-             f"Default: the shipped AIM with --model {TESTBED} (as `lina demo`), else the fixed strengths below.")] = None,
+        help=f"An AIM folder, or the name of a shipped testbed ({', '.join(SHIPPED)}) for its AIM: strengths predicted "
+             "for the prompt. Default: the shipped AIM of a shipped --model (as `lina demo`), else the fixed strengths "
+             "below.")] = None,
     strengths: dict | None = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     steps: Annotated[Optional[int], typer.Option(min=1, help="Denoising steps (default: the model's, else the family's).")] = None,

@@ -121,8 +121,9 @@ def test_convergence_benchmark_runs_both_families_end_to_end(convergence, tmp_pa
     assert again.exit_code == 0 and json.loads((tmp_path / "out" / "results.json").read_text()) == curves
 
 
-def test_extra_hook_layer_arms_change_only_the_hooked_layer(convergence):
-    arms = convergence.arm_options(0.2, [], controls=False, hook_layers=["down_2", "mid"])
-    assert list(arms) == ["controlnet", "lisa", "lisa @down_2", "lisa @mid"]
+def test_extra_arms_change_only_the_hooked_layer_or_the_decoders_rate(convergence):
+    arms = convergence.arm_options(0.2, [], controls=False, hook_layers=["down_2", "mid"], decoder_lr_scales=[10])
+    assert list(arms) == ["controlnet", "lisa", "lisa @down_2", "lisa @mid", "lisa dlr=10"]
     assert arms["lisa @down_2"] == {"lisa_weight": 0.2, "hook_layer": "down_2"}
+    assert arms["lisa dlr=10"] == {"lisa_weight": 0.2, "decoder_lr_scale": 10}
     assert "hook_layer" not in arms["lisa"]  # the family's default layer

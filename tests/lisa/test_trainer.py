@@ -300,3 +300,22 @@ def test_detached_control_trains_the_side_network_exactly_like_a_plain_controlne
     diffusion = {name: [row["diffusion"] for row in _log(tmp_path / name)] for name in runs}
     assert diffusion["plain"] == diffusion["detached"] != diffusion["lisa"]
     assert not all(torch.equal(side["plain"][key], side["lisa"][key]) for key in side["plain"])
+
+
+def test_decoder_learning_rate_scale_speeds_the_decoder_alone_and_is_kept_on_resume(assets, tmp_path):
+    """``--decoder-lr-scale`` gives the decoder a learning rate of its own; with the detached target (no
+    LISA gradient into the side network) the side network trains bit for bit as at scale 1."""
+    common = ("--max-steps", "2", "--validation-every", "100", "--checkpoint-every", "2", "--lisa-target", "detached")
+    runs = {"reference": (), "fast": ("--decoder-lr-scale", "10")}
+    for name, extra in runs.items():
+        result = _train(assets, tmp_path / name, *common, *extra)
+        assert result.exit_code == 0, result.output
+    weights = {name: load_file(tmp_path / name / "checkpoints" / "step_000002" / "model.safetensors") for name in runs}
+    side = [key for key in weights["reference"] if key.startswith("side_network.")]
+    decoder = [key for key in weights["reference"] if key.startswith("decoder.")]
+    assert side and decoder
+    assert all(torch.equal(weights["reference"][key], weights["fast"][key]) for key in side)
+    assert not all(torch.equal(weights["reference"][key], weights["fast"][key]) for key in decoder)
+    result = _train(assets, tmp_path / "fast", "--max-steps", "3", "--validation-every", "100", "--lisa-target",
+                    "detached")
+    assert result.exit_code == 2 and "other decoder_lr_scale" in result.output

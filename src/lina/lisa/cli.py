@@ -86,6 +86,8 @@ def train(
         float, typer.Option(min=0.0, max=1.0, help="Share of each batch given the frozen pass and the LISA loss.")
     ] = 1.0,
     decoder_width: int = 128,
+    decoder_lr_scale: Annotated[float, typer.Option(
+        help="The decoder learns at --learning-rate times this (> 0; 1: the reference).")] = 1.0,
     lisa_target: Annotated[
         str,
         typer.Option(

@@ -73,6 +73,7 @@ class TrainConfig:
     hook_layer: str | None = None  # None: "down_5" for SD (the reference recipe), the last block for SD3/FLUX
     regularize_fraction: float = 1.0
     decoder_width: int = 128
+    decoder_lr_scale: float = 1.0  # the decoder's learning rate is learning_rate times this (the reference: 1)
     lisa_target: str = "likelihood"  # or a control: "plain", "random", "detached" (see lina.lisa.regularizer)
     flux_guidance: float = 3.5  # distilled guidance fed to guidance-embedding FLUX models
     mixed_precision: str = "no"  # "no", "fp16" or "bf16"
@@ -102,15 +103,18 @@ class TrainConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.decoder_lr_scale > 0:
+            raise ValueError(f"decoder_lr_scale must be > 0, got {self.decoder_lr_scale}")
 
 
-# Settings that shape the saved modules: a run resumes only with the same ones.
-_STRUCTURAL = ("family", "controlnet_layers", "hook_layer", "decoder_width", "lisa_target")
+# Settings that shape the saved modules or the optimizer's parameter groups: a run resumes only with the same ones.
+_STRUCTURAL = ("family", "controlnet_layers", "hook_layer", "decoder_width", "decoder_lr_scale", "lisa_target")
 
 
 def _check_resumable(saved_config: Path, config: TrainConfig) -> None:
     saved = json.loads(saved_config.read_text())
     saved.setdefault("lisa_target", "likelihood")  # runs from before the controls existed
+    saved.setdefault("decoder_lr_scale", 1.0)  # runs from before the decoder had a learning rate of its own
     current = json.loads(json.dumps(asdict(config), default=str))
     changed = [name for name in _STRUCTURAL if saved.get(name) != current[name]]
     if (saved.get("lisa_weight", 0) > 0) != (config.lisa_weight > 0):
@@ -120,6 +124,17 @@ def _check_resumable(saved_config: Path, config: TrainConfig) -> None:
             f"{saved_config.parent} holds checkpoints of a run with other {', '.join(changed)}; "
             "resume with the same settings or choose a new --output-dir"
         )
+
+
+def _parameter_groups(objective: LisaRegularizer, config: TrainConfig) -> list[dict]:
+    """One AdamW group for everything, as the reference trains; with ``decoder_lr_scale != 1`` the
+    decoder gets a group of its own at ``learning_rate * decoder_lr_scale``."""
+    decoder = list(objective.decoder.parameters()) if objective.decoder is not None else []
+    if not decoder or config.decoder_lr_scale == 1.0:
+        return [{"params": list(objective.parameters())}]
+    own = {id(p) for p in decoder}
+    return [{"params": [p for p in objective.parameters() if id(p) not in own]},
+            {"params": decoder, "lr": config.learning_rate * config.decoder_lr_scale}]
 
 
 class _Conditioner:
@@ -337,7 +352,7 @@ def training_steps(config: TrainConfig) -> Iterator[dict]:
             random_target_seed=config.seed,
         )
 
-    optimizer = torch.optim.AdamW(objective.parameters(), lr=config.learning_rate)
+    optimizer = torch.optim.AdamW(_parameter_groups(objective, config), lr=config.learning_rate)
     objective, optimizer, loader = accelerator.prepare(objective, optimizer, loader)
     conditioner = _Conditioner(family, pipeline, side, config, accelerator.device, weight_dtype)
 
