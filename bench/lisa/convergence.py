@@ -20,7 +20,8 @@ with the edge map.
 
 Reports, per setting and arm: final score (mean and spread over seeds), the step and the training
 seconds at which each run first reaches the plain ControlNet's final score (mean over seeds), the
-speed-ups against the plain arm, and the median seconds per step; writes ``results.md``,
+speed-ups against the plain arm, the median seconds per step, and the share of its regression
+target's variance the decoder explains over the last 100 steps; writes ``results.md``,
 ``results.json`` and ``lisa_convergence.png`` (mean curves with min-max seed bands).
 
     python bench/lisa/convergence.py --output-dir runs/lisa-convergence
@@ -157,8 +158,19 @@ def train_interleaved(configs: list[TrainConfig]) -> None:
             _set_rng_states(outside)
 
 
+def explained(log: list[dict], last: int = 100) -> float | None:
+    """Share of its regression target's variance the decoder explains over the last ``last`` steps,
+    1 - sum(MSE) / sum(target RMS^2); None for a run without the regulariser. Near 0: the decoder
+    predicts about zero, so the regulariser's gradient into the side network is about nothing."""
+    rows = [row for row in log[-last:] if row.get("lisa") is not None and row.get("target_norm")]
+    if not rows:
+        return None
+    return 1.0 - sum(row["lisa"] for row in rows) / sum(row["target_norm"] ** 2 for row in rows)
+
+
 def curve(run_dir: Path, condition: str) -> dict[str, list]:
-    """Eval steps, scores, cumulative training seconds at those steps, and every step's seconds."""
+    """Eval steps, scores, cumulative training seconds at those steps, every step's seconds, and the
+    share of its target the decoder explains at the end (`explained`)."""
     log = [json.loads(line) for line in (run_dir / "losses.jsonl").read_text().splitlines()]
     cumulative = np.cumsum([row["seconds"] for row in log])
     folders = sorted((run_dir / "validation").glob("step_*"))
@@ -168,6 +180,7 @@ def curve(run_dir: Path, condition: str) -> dict[str, list]:
         "score": [score_validation(folder, condition) for folder in folders],
         "seconds": [float(cumulative[s - 1]) for s in steps],
         "step_seconds": [row["seconds"] for row in log],
+        "explained": explained(log),
     }
 
 
@@ -203,8 +216,8 @@ def report(curves: dict[str, dict[str, list[dict]]], header: str) -> str:
             f"### {setting} ({METRICS[condition][0]}; plain ControlNet's final score, mean over seeds: {target:.3f})",
             "",
             "| arm | final score | runs reaching it | steps to it | speed-up (steps) | train s to it | "
-            "speed-up (s) | s/step | vs plain |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "speed-up (s) | s/step | vs plain | target explained |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for arm, runs in arms.items():
             reach = [r for run in runs if (r := _first_reaching(run, target)) is not None]
@@ -215,9 +228,10 @@ def report(curves: dict[str, dict[str, list[dict]]], header: str) -> str:
                            f"{_spread(seconds, 1)} | {plain_seconds / statistics.fmean(seconds):.2f}x")  # fmt: skip
             else:
                 reached = "- | - | - | -"
+            shares = [run["explained"] for run in runs if run.get("explained") is not None]
             lines.append(
                 f"| {arm} | {_spread([run['score'][-1] for run in runs])} | {len(reach)}/{len(runs)} | {reached} | "
-                f"{step_time:.3f} | {step_time / plain_step_time:.3f}x |"
+                f"{step_time:.3f} | {step_time / plain_step_time:.3f}x | {_spread(shares)} |"
             )
         lines.append("")
     return "\n".join(lines)

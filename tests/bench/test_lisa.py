@@ -127,3 +127,12 @@ def test_extra_arms_change_only_the_hooked_layer_or_the_decoders_rate(convergenc
     assert arms["lisa @down_2"] == {"lisa_weight": 0.2, "hook_layer": "down_2"}
     assert arms["lisa dlr=10"] == {"lisa_weight": 0.2, "decoder_lr_scale": 10}
     assert "hook_layer" not in arms["lisa"]  # the family's default layer
+
+
+def test_explained_share_of_the_target_known_answers(convergence):
+    log = [{"lisa": None, "target_norm": None}] * 3
+    assert convergence.explained(log) is None  # a plain ControlNet: no decoder
+    log = [{"lisa": 0.01, "target_norm": 0.1}] * 5  # MSE equal to the target's mean square: nothing explained
+    assert convergence.explained(log) == pytest.approx(0.0)
+    log = [{"lisa": 0.0025, "target_norm": 0.1}] * 200  # a quarter of the variance left
+    assert convergence.explained(log, last=100) == pytest.approx(0.75)
