@@ -181,7 +181,20 @@ def curve(run_dir: Path, condition: str) -> dict[str, list]:
         "seconds": [float(cumulative[s - 1]) for s in steps],
         "step_seconds": [row["seconds"] for row in log],
         "explained": explained(log),
+        "diffusion": [row["diffusion"] for row in log],
+        "target_ms": [row["target_norm"] ** 2 if row.get("target_norm") is not None else None for row in log],
     }
+
+
+def side_network_share(plain: dict, lisa: dict, last: int = 100) -> float | None:
+    """Share of the LISA target's variance that the plain ControlNet itself explains over the last
+    ``last`` steps: 1 - its diffusion loss / the base model's (the LISA arm's target mean square, on
+    the same batches and noise). The ceiling of what a decoder of its features could explain there."""
+    pairs = [(d, t) for d, t in zip(plain.get("diffusion", [])[-last:], lisa.get("target_ms", [])[-last:])
+             if t is not None]
+    if not pairs or len(plain["diffusion"]) != len(lisa["target_ms"]):
+        return None
+    return 1.0 - sum(d for d, _ in pairs) / sum(t for _, t in pairs)
 
 
 def _first_reaching(curve: dict, level: float) -> tuple[int, float] | None:
@@ -233,6 +246,12 @@ def report(curves: dict[str, dict[str, list[dict]]], header: str) -> str:
                 f"| {arm} | {_spread([run['score'][-1] for run in runs])} | {len(reach)}/{len(runs)} | {reached} | "
                 f"{step_time:.3f} | {step_time / plain_step_time:.3f}x | {_spread(shares)} |"
             )
+        shares = [share for plain_run, lisa_run in zip(plain, arms.get("lisa", []))
+                  if (share := side_network_share(plain_run, lisa_run)) is not None]
+        if shares:
+            lines += ["", f"The plain ControlNet itself explains {_spread(shares)} of the LISA target's variance over "
+                          "its last 100 steps (1 - its diffusion loss / the base model's, same batches): the most a "
+                          "decoder of its features could explain there."]
         lines.append("")
     return "\n".join(lines)
 

@@ -136,3 +136,11 @@ def test_explained_share_of_the_target_known_answers(convergence):
     assert convergence.explained(log) == pytest.approx(0.0)
     log = [{"lisa": 0.0025, "target_norm": 0.1}] * 200  # a quarter of the variance left
     assert convergence.explained(log, last=100) == pytest.approx(0.75)
+
+
+def test_side_network_share_compares_the_plain_loss_with_the_base_models(convergence):
+    plain = {"diffusion": [0.9, 0.9, 0.5, 0.5]}
+    lisa = {"target_ms": [1.0, 1.0, 1.0, 1.0]}  # the base model's loss on the same batches
+    assert convergence.side_network_share(plain, lisa, last=2) == pytest.approx(0.5)
+    assert convergence.side_network_share(plain, {"target_ms": [None] * 4}) is None  # no LISA target logged
+    assert convergence.side_network_share({"diffusion": [0.5]}, lisa) is None  # runs of different lengths
