@@ -139,9 +139,9 @@ def demo(
     out: Annotated[Path, typer.Option(help="Output folder (report.html, summary.json, demo.json, images).")] = Path("lina-demo"),
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the summary JSON here.")] = None,
     seeds: Annotated[Optional[int], typer.Option(
-        min=1, help="Seeds per prompt (default: 8 on OOD, 2 in distribution; OOD difference +-4.8 points).")] = None,
+        min=1, help="Seeds per prompt (default: 13 on OOD, 2 in distribution; OOD difference +-4.8 points).")] = None,
     per_category: Annotated[Optional[int], typer.Option(
-        min=1, help="World samples per category and split (default: 48 on OOD, all 39 prompts; 12 in distribution).")] = None,
+        min=1, help="World samples per category and split (default: 48 on OOD, every prompt; 6 in distribution).")] = None,
     model: Annotated[Optional[str], typer.Option(
         help=f"A shipped testbed ({', '.join(SHIPPED)}; default: {DEMO_MODEL}) or a testbed checkpoint folder; "
              "the splits are its world's.")] = None,

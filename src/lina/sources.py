@@ -13,8 +13,9 @@ TESTBED_V2 = "testbed-v2"
 TINY = "tiny-random-sd3"
 SHIPPED = (TESTBED, TESTBED_V2)
 """The testbed models shipped with the package, by name: each has its folder and its AIM (`shipped_paths`)."""
-DEMO_MODEL = TESTBED
-"""The shipped testbed `lina demo` runs unless told otherwise."""
+DEMO_MODEL = TESTBED_V2
+"""The shipped testbed `lina demo` runs unless told otherwise: world v2, where LINA's effect-aware
+negatives move the implied effects (shadows, reflections) measurably."""
 # Every judge the CLI can name, as "module:Class"; the class builds itself with
 # ``Class.load(model=None, dtype=..., device=...)`` (``model``: a checkpoint, for judges that have one).
 JUDGES: dict[str, str] = {

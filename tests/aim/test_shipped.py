@@ -62,3 +62,21 @@ def test_a_call_uses_the_recorded_settings_under_the_models_own_sampling_setting
     out = lina(prompts, csgs=_csgs(prompts, "world"), num_inference_steps=1, output_type="latent",
                generator=torch.Generator().manual_seed(0))
     assert [Interventions(**r["interventions"]) for r in rows] == out.interventions
+
+
+def test_the_shipped_v2_aim_picks_the_effect_aware_negative_each_kind_of_scene_needs():
+    """The world-v2 AIM (gains of a 9-setting codebook, in-distribution hard cases only) answers every
+    OOD prompt with one of its codebook's settings, and by kind of scene as measured on the effects
+    bench: the negative without the mirror for reflections, the lamp moved for shadows."""
+    from lina.sources import load_aim, load_model
+
+    aim = load_aim("testbed-v2")
+    lina_v2 = LinaPipeline.from_pipe(load_model("testbed-v2"), aim=aim)
+    items = world_items(("ood",), world="v2")
+    settings = lina_v2.predict_interventions([i.prompt for i in items], csgs=[i.csg for i in items])
+    assert all(s in set(aim.head.codebook) | {NEUTRAL} for s in settings)
+    chosen = {}
+    for item, setting in zip(items, settings):
+        chosen.setdefault(item.groups["category"], set()).add(setting.contrast_prompt)
+    assert chosen["mirror"] == {"without_cause"} and chosen["shadow"] == {"counterfactual"}
+    assert not any(s.uses_tokens or s.uses_effect_tokens for s in settings)  # token scaling did not help on v2
