@@ -1,22 +1,16 @@
 """bench/aim/crossfit.py: the guidance-only control matches the AIM's guidance and carries no scene."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+
+from tests.bench import load_script
 
 from lina import Interventions
 from lina.interventions.strengths import NEUTRAL
 
-_PATH = Path(__file__).parents[2] / "bench" / "aim" / "crossfit.py"
-
 
 @pytest.fixture(scope="module")
 def crossfit():
-    spec = importlib.util.spec_from_file_location("bench_crossfit", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("aim/crossfit.py", "bench_crossfit")
 
 
 def test_the_control_keeps_the_contrast_strength_and_window_and_drops_the_rest(crossfit):

@@ -1,19 +1,13 @@
 """bench/effects/effects.py: candidates at matched guidance and their paired differences."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-_PATH = Path(__file__).parents[2] / "bench" / "effects" / "effects.py"
+from tests.bench import load_script
 
 
 @pytest.fixture(scope="module")
 def effects():
-    spec = importlib.util.spec_from_file_location("bench_effects", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("effects/effects.py", "bench_effects")
 
 
 def test_every_candidate_but_the_baseline_has_the_controls_guidance(effects):
