@@ -27,8 +27,8 @@ def evaluate(
     subset: Annotated[str, typer.Option(
         help="pap: all, ood or in_distribution; testbed: all, ood, train or a fold such as ood:0/2.")] = "all",
     aim: Annotated[Optional[str], typer.Option(
-        help="A trained AIM folder, 'testbed' for the shipped testbed AIM, or hf://owner/name: LINA strengths "
-             "predicted per prompt.")] = None,
+        help="A trained AIM folder, a shipped testbed's name (testbed, testbed-v2) for its AIM, or "
+             "hf://owner/name: LINA strengths predicted per prompt.")] = None,
     strengths: Optional[dict] = None,
     seeds: Annotated[int, typer.Option(min=1, help="Seeds per prompt (0..N-1).")] = 1,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N items.")] = None,

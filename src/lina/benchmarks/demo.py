@@ -30,8 +30,7 @@ from typing import Any
 from lina.benchmarks.tables import split_results
 from lina.interventions.strengths import Interventions
 from lina.loading import sampling_defaults
-
-from lina.sources import DEMO_MODEL
+from lina.sources import DEMO_MODEL, SHIPPED, default_aim, shipped_paths
 
 __all__ = ["DEFAULT_PER_CATEGORY", "DEFAULT_SEEDS", "DEFAULT_STRENGTHS", "run_demo"]
 
@@ -81,8 +80,6 @@ def run_demo(
     from lina.pipeline import LinaPipeline
     from lina.world.model import load_testbed_pipeline
 
-    from lina.sources import SHIPPED, default_aim, shipped_paths
-
     model = DEMO_MODEL if model is None else model
     shipped = str(model) in SHIPPED
     pipe = load_testbed_pipeline(shipped_paths(str(model))[0] if shipped else model)
@@ -117,8 +114,8 @@ def run_demo(
     out = Path(out_dir)
     csg_of = {item.prompt: item.csg for item in items}  # the world's own graphs and negatives
     lina_setting = f"AIM {aim}" if aim_model is not None else interventions.to_dict()
-    run = {"model": f"{model} (shipped)" if shipped else str(model), "world": world, "sampling": settings, "lina": lina_setting, "seeds": seeds_of,
-           "per_category": per_category_of, "judge": "testbed"}
+    run = {"model": f"{model} (shipped)" if shipped else str(model), "world": world, "sampling": settings,
+           "lina": lina_setting, "seeds": seeds_of, "per_category": per_category_of, "judge": "testbed"}
     generate, judge = make_generate_fn(lina, interventions, csg_of, **settings), TestbedJudge()
     for split in splits:  # OOD first: the question the demo answers
         run_eval(items_of[split], generate, judge, out, seeds=range(seeds_of[split]), methods=METHODS)

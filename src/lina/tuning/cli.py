@@ -212,8 +212,8 @@ def train(
 
 @aim_app.command()
 def predict(
-    aim_path: Annotated[str, typer.Argument(help="A trained AIM folder, 'testbed' for the shipped testbed AIM, "
-                                                  "or hf://owner/name for one on the Hub.")],
+    aim_path: Annotated[str, typer.Argument(help="A trained AIM folder, a shipped testbed's name (testbed, "
+                                                  "testbed-v2) for its AIM, or hf://owner/name for one on the Hub.")],
     prompt: Annotated[list[str], typer.Argument(help="One or more prompts.")],
     model: Model = "testbed",
     dtype: Dtype = "float32",
