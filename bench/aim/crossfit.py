@@ -43,8 +43,7 @@ import torch
 from lina.tuning import (SEARCH_FIRST_SEED, JudgedScorer, examples_from_kinds, examples_from_search, fit_aim, gain_table,
                          read_candidates, read_hard_cases, read_search_results, strength_labels, tune_fixed, tune_kinds)
 from lina.benchmarks.metrics import bootstrap_ci
-from lina.interventions.strengths import NEUTRAL
-from lina.interventions.strengths import Interventions
+from lina.interventions.strengths import NEUTRAL, Interventions
 from lina.world.scenes import model_world, world_prompts, world_split
 
 GRID = {"contrast": [0, 1.5, 3, 6], "contrast_window": [0.25, 0.5, 0.75], "contrast_prompt": ["neutral", "counterfactual"],

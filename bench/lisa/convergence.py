@@ -246,7 +246,9 @@ def report(curves: dict[str, dict[str, list[dict]]], header: str) -> str:
                 f"| {arm} | {_spread([run['score'][-1] for run in runs])} | {len(reach)}/{len(runs)} | {reached} | "
                 f"{step_time:.3f} | {step_time / plain_step_time:.3f}x | {_spread(shares)} |"
             )
-        shares = [share for plain_run, lisa_run in zip(plain, arms.get("lisa", []))
+        # Every arm regressing onto y - p_base logs the same target (same batches, noise, frozen model).
+        likelihood = next((runs for arm, runs in arms.items() if arm.startswith("lisa")), [])
+        shares = [share for plain_run, lisa_run in zip(plain, likelihood)
                   if (share := side_network_share(plain_run, lisa_run)) is not None]
         if shares:
             lines += ["", f"The plain ControlNet itself explains {_spread(shares)} of the LISA target's variance over "
