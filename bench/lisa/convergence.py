@@ -246,8 +246,9 @@ def report(curves: dict[str, dict[str, list[dict]]], header: str) -> str:
                 f"| {arm} | {_spread([run['score'][-1] for run in runs])} | {len(reach)}/{len(runs)} | {reached} | "
                 f"{step_time:.3f} | {step_time / plain_step_time:.3f}x | {_spread(shares)} |"
             )
-        # Every arm regressing onto y - p_base logs the same target (same batches, noise, frozen model).
-        likelihood = next((runs for arm, runs in arms.items() if arm.startswith("lisa")), [])
+        # Every whole-batch arm regressing onto y - p_base logs the same target (same batches, noise, frozen
+        # model); the fraction arms log it on part of the batch only.
+        likelihood = next((runs for arm, runs in arms.items() if arm.startswith("lisa") and " f=" not in arm), [])
         shares = [share for plain_run, lisa_run in zip(plain, likelihood)
                   if (share := side_network_share(plain_run, lisa_run)) is not None]
         if shares:
